@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole check: install what is missing, then ruff (lint + format), mypy and the tests.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k acceptance`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False
+ruff check pgraft tests bench app.py
+ruff format --check pgraft tests bench app.py
+mypy
+python -m pytest -q "$@"

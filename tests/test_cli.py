@@ -1,0 +1,149 @@
+"""The command line: a full run writes what it promises; every bad input is refused naming the flag."""
+
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+import yaml
+
+from pgraft.cli import main
+
+FAST = [
+    "--samples",
+    "512",
+    "--preview",
+    "32",
+    "--num-inference-steps",
+    "20",
+    "--finetune-steps",
+    "30",
+    "--batch-size",
+    "128",
+]
+
+
+def test_run_writes_config_metrics_rounds_and_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                "--rounds",
+                "2",
+                "--method",
+                "pgraft",
+                "--cutoff",
+                "0.4",
+                "--out",
+                str(out),
+                "--quiet",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "reward_mean" in printed and "done" in printed
+    table = pd.read_csv(out / "metrics.csv")
+    assert list(table["round"]) == [0, 1, 2]
+    for col in ("reward_mean", "reward_std", "accept_rate", "n_accepted", "loglik", "target_reward"):
+        assert col in table
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["method"] == "pgraft" and cfg["cutoff"] == 0.4
+    for r in (1, 2):
+        assert (out / "rounds" / f"round_{r:03d}" / "model.safetensors").exists()
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(out / "rounds" / "round_001" / "samples.safetensors"))
+    assert tensors["samples"].shape == (512, 2) and tensors["x_cut"].shape == (512, 2)
+
+
+def test_yaml_config_accepts_the_same_names_and_flags_override(tmp_path):
+    conf = tmp_path / "run.yaml"
+    conf.write_text(
+        textwrap.dedent("""
+        model: toy2d
+        reward: distance
+        reward_args: {px: 0.0, py: 4.0}
+        rule: quantile
+        quantile: 0.9
+        rounds: 1
+    """)
+    )
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(conf), "--rounds", "1", "--out", str(out), "--quiet", *FAST]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["rule"] == "quantile" and cfg["reward_args"] == {"px": 0.0, "py": 4.0}
+    assert pd.read_csv(out / "metrics.csv")["n_accepted"].iloc[0] == pytest.approx(52, abs=2)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--method", "pgraft", "--cutoff", "1.5"], "--cutoff: 1.5"),
+        (["--method", "pgraft", "--cutoff", "0"], "--cutoff: 0"),
+        (["--rule", "quantile", "--quantile", "1.2"], "--quantile: 1.2"),
+        (["--rule", "top-k", "--k", "600"], "--k: 600"),
+        (["--rule", "soft", "--beta", "-1"], "--beta: -1"),
+        (["--rule", "threshold"], "--threshold"),
+        (["--rule", "best-of-n", "--n", "3"], "--n: 3"),
+        (["--model", "nope"], "model: unknown 'nope'"),
+        (["--rule", "nope"], "--rule: 'nope'"),
+        (["--reward", "nope"], "reward: unknown 'nope'"),
+        (["--reward", "no_such_module:f"], "cannot import module 'no_such_module'"),
+        (["--reward", "distance", "--reward-arg", "pz=1"], "--reward-arg: ['pz']"),
+        (["--dataset", "nope"], "dataset: unknown 'nope'"),
+        (["--device", "tpu"], "--device: 'tpu'"),
+        (["--samples", "1"], "--samples: 1"),
+        (["--lr", "0"], "--lr: 0"),
+        (["--method", "pgraft", "--cutoff", "0.9995", "--num-inference-steps", "10"], "--cutoff: 0.9995"),
+    ],
+)
+def test_bad_input_exits_nonzero_before_any_work(tmp_path, capsys, args, needle):
+    out = tmp_path / "run"
+    base = ["--samples", "512", "--preview", "32"] if "--samples" not in args else []
+    code = main(["run", "--out", str(out), "--quiet", *base, *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err, err
+    assert not (out / "rounds").exists()
+
+
+def test_bad_number_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--cutoff", "half"])
+    assert exc.value.code == 2
+    assert "--cutoff" in capsys.readouterr().err
+
+
+def test_existing_folder_is_refused_unless_resume_or_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--rounds", "1", "--out", str(out), "--quiet", *FAST]) == 0
+    assert main(["run", "--rounds", "1", "--out", str(out), "--quiet", *FAST]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["run", "--rounds", "2", "--out", str(out), "--quiet", "--resume", *FAST]) == 0
+    assert list(pd.read_csv(out / "metrics.csv")["round"]) == [0, 1, 2]
+    assert main(["run", "--rounds", "1", "--out", str(out), "--quiet", "--overwrite", *FAST]) == 0
+    assert list(pd.read_csv(out / "metrics.csv")["round"]) == [0, 1]
+    # resuming with other settings is refused, naming them
+    assert main(["run", "--rounds", "2", "--out", str(out), "--quiet", "--resume", "--seed", "3", *FAST]) == 2
+    assert "['seed']" in capsys.readouterr().err
+
+
+def test_user_reward_module_function_and_a_nan_reward(tmp_path, monkeypatch, capsys):
+    (tmp_path / "myreward.py").write_text(
+        textwrap.dedent("""
+        import torch
+        def right(x):
+            return x[:, 0]
+        def broken(x):
+            return torch.full((len(x),), float('nan'))
+    """)
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert main(["run", "--reward", "myreward:right", "--rounds", "1", "--out", "ok", "--quiet", *FAST]) == 0
+    code = main(["run", "--reward", "myreward:broken", "--rounds", "1", "--out", "bad", "--quiet", *FAST])
+    err = capsys.readouterr().err
+    assert code == 1 and "myreward:broken" in err and "NaN" in err

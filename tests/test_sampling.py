@@ -1,0 +1,117 @@
+"""Samplers: exact models reproduce the data, DDIM eta=1 is DDPM ancestral, seeds are per sample, and the
+stitched sampler hands over at the cutoff."""
+
+import pytest
+import torch
+from torch import nn
+
+from pgraft.mixture import asymmetric
+from pgraft.models import load_model
+from pgraft.models.base import DiffusionModel
+from pgraft.process import VPProcess
+from pgraft.sampling import sample, sample_seeds, snap_cutoff
+
+
+def _mode_fractions(mix, x):
+    return torch.bincount(mix.mode_index(x.double()), minlength=mix.num_modes).double() / len(x)
+
+
+@pytest.mark.parametrize("name", ["toy2d-exact"])
+def test_exact_vp_model_reproduces_the_mixture(name):
+    model = load_model(name, dataset="asymmetric")
+    mix = asymmetric()
+    x = sample(model, sample_seeds(0, 1, 6000), 200, eta=1.0).samples
+    frac = _mode_fractions(mix, x)
+    se = torch.sqrt(mix.weights * (1 - mix.weights) / len(x))
+    assert torch.all((frac - mix.weights).abs() < 4 * se), (frac, mix.weights)
+    data = mix.sample(6000, torch.Generator().manual_seed(1))
+    assert float(mix.log_prob(x.double()).mean()) == pytest.approx(float(mix.log_prob(data).mean()), abs=0.06)
+
+
+def test_exact_flow_model_reproduces_the_mixture():
+    from pgraft.models.toy2d import load_toy2d_exact
+
+    model = load_toy2d_exact("asymmetric", kind="flow")
+    mix = asymmetric()
+    x = sample(model, sample_seeds(0, 2, 6000), 100).samples
+    frac = _mode_fractions(mix, x)
+    se = torch.sqrt(mix.weights * (1 - mix.weights) / len(x))
+    assert torch.all((frac - mix.weights).abs() < 4 * se), (frac, mix.weights)
+    data = mix.sample(6000, torch.Generator().manual_seed(1))
+    assert float(mix.log_prob(x.double()).mean()) == pytest.approx(float(mix.log_prob(data).mean()), abs=0.08)
+
+
+def test_ddim_eta_one_is_ddpm_ancestral_step():
+    """One DDIM(eta=1) step between grid points equals diffusers' DDPMScheduler step on the same grid."""
+    from diffusers import DDPMScheduler
+
+    process = VPProcess()
+    ddim = process.make_scheduler(10)
+    ddpm = DDPMScheduler.from_config(process.train_scheduler.config)
+    ddpm.set_timesteps(timesteps=ddim.timesteps.tolist())
+    x, out = torch.randn(64, 2), torch.randn(64, 2)
+    for t in ddim.timesteps[:-1]:
+        gen = torch.Generator().manual_seed(5)
+        expected = ddpm.step(out, t, x, generator=gen).prev_sample
+        z = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+        got = ddim.step(out, t, x, eta=1.0, variance_noise=z).prev_sample
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_samples_depend_on_their_seed_not_on_the_batch(learned_ring):
+    seeds = sample_seeds(3, 1, 64)
+    full = sample(learned_ring, seeds, 20, eta=1.0, batch_size=64).samples
+    part = sample(learned_ring, seeds[40:50], 20, eta=1.0, batch_size=3).samples
+    torch.testing.assert_close(part, full[40:50], atol=1e-3, rtol=1e-3)  # matmul blocking differs by batch
+    other = sample(learned_ring, sample_seeds(4, 1, 64), 20, eta=1.0).samples
+    assert not torch.allclose(other, full)
+
+
+class Recorder(nn.Module):
+    """Wraps a network and records the noise fractions it is called at."""
+
+    def __init__(self, inner: nn.Module, num_train_timesteps: int):
+        super().__init__()
+        self.inner, self.T, self.calls = inner, num_train_timesteps, []
+
+    def forward(self, x, t, cond=None):
+        self.calls.extend((t.double() / self.T).unique().tolist())
+        return self.inner(x, t, cond)
+
+
+def _wrapped(model: DiffusionModel) -> tuple[DiffusionModel, Recorder]:
+    rec = Recorder(model.network, model.process.num_train_timesteps)
+    return DiffusionModel(rec, model.process, model.sample_shape, model.name, model.domain), rec
+
+
+@pytest.mark.parametrize("cutoff", [0.05, 0.3, 0.5, 0.77])
+def test_stitched_sampler_never_calls_finetuned_below_cutoff(learned_ring, cutoff):
+    base, base_rec = _wrapped(learned_ring)
+    tuned, tuned_rec = _wrapped(learned_ring.trainable_copy().frozen())
+    traj = sample(base, sample_seeds(0, 1, 32), 50, eta=1.0, finetuned=tuned, cutoff=cutoff)
+    assert tuned_rec.calls and base_rec.calls
+    assert min(tuned_rec.calls) > cutoff
+    assert max(base_rec.calls) <= cutoff
+    assert traj.cutoff_fraction == pytest.approx(max(base_rec.calls))  # the handoff state sits at the first base step
+    assert len(tuned_rec.calls) + len(base_rec.calls) == 50
+
+
+def test_handoff_state_is_the_trajectory_state_at_the_cutoff(learned_ring):
+    """With the fine-tuned model equal to the base, the stitched run is the base run, and x_cut is its state."""
+    seeds = sample_seeds(0, 1, 16)
+    k, ts = snap_cutoff(learned_ring.process, 20, 0.5)
+    full = sample(learned_ring, seeds, 20, eta=0.0, finetuned=learned_ring, cutoff=0.5)
+    assert full.handoff_index == k and full.cutoff_timestep == ts
+    # the handoff state is what the first k steps of the same sampler produce
+    base = sample(learned_ring, seeds, 20, eta=0.0, cutoff=0.5)
+    torch.testing.assert_close(full.x_cut, base.x_cut)
+    torch.testing.assert_close(full.samples, base.samples)
+    # and it differs from the initial noise and the final sample: it really is intermediate
+    assert not torch.allclose(full.x_cut, full.samples)
+
+
+def test_graft_uses_finetuned_everywhere(learned_ring):
+    base, base_rec = _wrapped(learned_ring)
+    tuned, tuned_rec = _wrapped(learned_ring)
+    sample(base, sample_seeds(0, 1, 8), 10, finetuned=tuned)
+    assert len(tuned_rec.calls) == 10 and not base_rec.calls
