@@ -59,6 +59,9 @@ class NoiseProcess(ABC):
         """Whether `eta > 0` gives a stochastic reverse step."""
         return True
 
+    def check_steps(self, num_inference_steps: int) -> None:  # noqa: B027 (optional hook, no-op by default)
+        """Raise `ValueError` naming the flag when the sampler cannot use this many steps."""
+
     def fraction(self, timestep: float) -> float:
         """The noise level `t ∈ [0, 1]` of a timestep."""
         return float(timestep) / self.num_train_timesteps
@@ -99,12 +102,19 @@ class NoiseProcess(ABC):
 
 
 class VPProcess(NoiseProcess):
+    """DDPM variance-preserving chain.
+
+    The default betas are linear: with "squaredcos_cap_v2", `a_T ≈ 5e-5` while `a` one sampling step later is
+    ~300x larger, so the first "trailing" step multiplies any ε error of a fine-tuned model by ~300 and the
+    fine-tuned sampler drifts (measured on the toy: reward 3.7 against a target of 2.3).
+    """
+
     kind = "vp"
 
     def __init__(
         self,
         num_train_timesteps: int = 1000,
-        beta_schedule: str = "squaredcos_cap_v2",
+        beta_schedule: str = "linear",
         prediction_type: PredictionType = "epsilon",
         beta_start: float = 0.0001,
         beta_end: float = 0.02,
@@ -154,8 +164,21 @@ class VPProcess(NoiseProcess):
         ab = self.alphas_cumprod[timesteps.detach().to("cpu").round().long()].to(timesteps.device)
         return ab.sqrt(), (1 - ab).sqrt()
 
+    def check_steps(self, num_inference_steps: int) -> None:
+        """diffusers' DDIM steps from `t` to `t − T // n`: a grid whose spacing is not exactly `T // n` would
+        step to states the next model call does not expect (measured on the exact toy: 400 steps lose a
+        quarter of the smallest mode). So `n` must divide `T`."""
+        if self.num_train_timesteps % num_inference_steps:
+            divisors = [d for d in range(2, self.num_train_timesteps + 1) if self.num_train_timesteps % d == 0]
+            raise ValueError(
+                f"--num-inference-steps: {num_inference_steps} does not divide the {self.num_train_timesteps} "
+                f"training timesteps of this DDPM model; use one of {divisors}"
+            )
+
     def make_scheduler(self, num_inference_steps: int) -> Any:
         from diffusers import DDIMScheduler
+
+        self.check_steps(num_inference_steps)
 
         # "trailing" spacing puts the first step at pure noise and avoids the wrong previous step of
         # "linspace" (diffusers issue 12633); set_alpha_to_one makes the last step land on x̂_0.

@@ -98,6 +98,7 @@ def test_yaml_config_accepts_the_same_names_and_flags_override(tmp_path):
         (["--samples", "1"], "--samples: 1"),
         (["--lr", "0"], "--lr: 0"),
         (["--method", "pgraft", "--cutoff", "0.9995", "--num-inference-steps", "10"], "--cutoff: 0.9995"),
+        (["--num-inference-steps", "30"], "--num-inference-steps: 30 does not divide"),
     ],
 )
 def test_bad_input_exits_nonzero_before_any_work(tmp_path, capsys, args, needle):

@@ -20,12 +20,20 @@ def _mode_fractions(mix, x):
 def test_exact_vp_model_reproduces_the_mixture(name):
     model = load_model(name, dataset="asymmetric")
     mix = asymmetric()
-    x = sample(model, sample_seeds(0, 1, 6000), 200, eta=1.0).samples
+    x = sample(model, sample_seeds(0, 1, 4000), 250, eta=1.0).samples
     frac = _mode_fractions(mix, x)
     se = torch.sqrt(mix.weights * (1 - mix.weights) / len(x))
     assert torch.all((frac - mix.weights).abs() < 4 * se), (frac, mix.weights)
-    data = mix.sample(6000, torch.Generator().manual_seed(1))
-    assert float(mix.log_prob(x.double()).mean()) == pytest.approx(float(mix.log_prob(data).mean()), abs=0.06)
+    data = mix.sample(20000, torch.Generator().manual_seed(1))
+    # measured: -2.709 (250 steps), -2.728 (1000 steps) against -2.747 for data; the Monte Carlo s.e. is 0.02
+    assert float(mix.log_prob(x.double()).mean()) == pytest.approx(float(mix.log_prob(data).mean()), abs=0.08)
+
+
+def test_ddim_grid_must_divide_the_training_timesteps():
+    """diffusers' DDIM steps to t - T // n; 400 steps on T = 1000 would skip (it lost a quarter of the
+    smallest mode on the exact toy), so it is refused naming the flag."""
+    with pytest.raises(ValueError, match="--num-inference-steps: 400 does not divide"):
+        VPProcess().make_scheduler(400)
 
 
 def test_exact_flow_model_reproduces_the_mixture():
