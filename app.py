@@ -1,30 +1,77 @@
-"""Entry point of the pgraft app. Until the browser app lands, it runs the command-line demo on the toy."""
+"""Launch the pgraft app: `python app.py [--host H] [--port P] [--auth user:password] [--device D]`.
+
+Binding to anything but a loopback address requires a username and password (`--auth`, or the
+PGRAFT_AUTH environment variable as `user:password`), so a run is never opened to a network by accident.
+"""
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
+import os
 import sys
 
-from pgraft.cli import main
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Before torch loads OpenMP: idle worker threads sleep instead of spinning. The web server (and a browser on
+# the same machine) compete for the cores; with spinning threads a toy round measured 20x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SystemExit("--auth: expected user:password (both non-empty)")
+    return user, password
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="The pgraft app: GRAFT and P-GRAFT rounds in the browser.")
+    parser.add_argument("--host", default=os.environ.get("PGRAFT_HOST", "127.0.0.1"), help="address to bind")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PGRAFT_PORT", "7860")), help="port")
+    parser.add_argument(
+        "--auth",
+        default=os.environ.get("PGRAFT_AUTH"),
+        help="user:password (env PGRAFT_AUTH); required when --host is not a loopback address",
+    )
+    parser.add_argument("--device", default=os.environ.get("PGRAFT_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
+    args = parser.parse_args(argv)
+    args.auth = parse_auth(args.auth)
+    if not is_loopback(args.host) and args.auth is None:
+        parser.error(
+            f"--host {args.host} exposes the app beyond this machine; "
+            "give --auth user:password (or PGRAFT_AUTH) to require a login"
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from pgraft.ui.app import build_demo, launch
+
+    try:
+        demo = build_demo(device=args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pgraft app on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    launch(demo, host=args.host, port=args.port, auth=args.auth)
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(
-        main(
-            [
-                "run",
-                "--model",
-                "toy2d",
-                "--reward",
-                "x",
-                "--method",
-                "pgraft",
-                "--cutoff",
-                "0.4",
-                "--rounds",
-                "3",
-                "--overwrite",
-                "--out",
-                "runs/demo",
-                *sys.argv[1:],
-            ]
-        )
-    )
+    sys.exit(main())

@@ -52,7 +52,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f.metadata.get("help", "") + (f" (default: {default})" if default is not None else "")
         tp = _field_type(f.name)
         if f.name == "reward_args":
             p.add_argument(
@@ -82,14 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run GRAFT or P-GRAFT rounds and write them to a run folder")
     _add_run_flags(run)
     pre = sub.add_parser("pretrain", help="train a shipped base model from its seed (reproduces assets/)")
-    pre.add_argument("name", help="toy2d")
+    pre.add_argument("name", help="toy2d, toy2d-flow, digits, digits-prompted, digits-flow or digits-classifier")
     pre.add_argument("--dataset", default="ring8")
     pre.add_argument("--steps", type=int, default=None)
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped asset path)")
+    pre.add_argument("--size", default="default", help="digits UNet size: default (shipped) or tiny (tests)")
+    pre.add_argument("--eval-samples", type=int, default=1000, help="digits: samples judged for the model card")
     sub.add_parser("models", help="list the registered base models")
     rw = sub.add_parser("rewards", help="list the rewards of a model's domain")
     rw.add_argument("--model", default="toy2d")
+    from pgraft.cli_bias_variance import add_parser as add_bias_variance
+
+    add_bias_variance(sub)
+    from pgraft.cli_inc import add_parser as add_inc
+
+    add_inc(sub)
     return parser
 
 
@@ -176,7 +185,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         path = pretrain_toy(args.dataset, out, kind=kind, steps=args.steps or TOY_TRAIN_STEPS, seed=args.seed)
         print(f"wrote {path}")
         return 0
-    raise ValueError(f"pretrain: unknown model {args.name!r}; choose toy2d")
+    from pgraft.models.digits_training import PRETRAINABLE, pretrain_named
+
+    if args.name in PRETRAINABLE:
+        print(f"wrote {pretrain_named(args.name, args.out, args.steps, args.seed, args.size, args.eval_samples)}")
+        return 0
+    raise ValueError(f"pretrain: unknown model {args.name!r}; choose toy2d, toy2d-flow or one of {list(PRETRAINABLE)}")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -208,7 +222,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    from pgraft.cli_bias_variance import cmd_bias_variance
+
     commands = {"run": cmd_run, "pretrain": cmd_pretrain, "models": cmd_models, "rewards": cmd_rewards}
+    commands["bias-variance"] = cmd_bias_variance
+    from pgraft.cli_inc import cmd_inc
+
+    commands["inc"] = cmd_inc
     try:
         return commands[args.command](args)
     except ValueError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,10 +158,11 @@ class RunConfig:
             if value == getattr(default, name) or value is None:
                 continue
             flag = "--" + name.replace("_", "-")
+            # Values are shell-quoted, so prompts and paths with spaces survive copy and paste.
             if name == "reward_args":
-                parts += [f"--reward-arg {k}={v}" for k, v in value.items()]
+                parts += [f"--reward-arg {shlex.quote(f'{k}={v}')}" for k, v in value.items()]
             elif name == "prompts":
-                parts.append(flag + " " + " ".join(str(p) for p in value))
+                parts.append(flag + " " + " ".join(shlex.quote(str(p)) for p in value))
             else:
-                parts.append(f"{flag} {value}")
+                parts.append(f"{flag} {shlex.quote(str(value))}")
         return " ".join(parts)

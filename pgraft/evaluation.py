@@ -80,7 +80,13 @@ class NoEvaluator:
         return lambda x: [bytes(row.numpy().tobytes()) for row in x.detach().cpu().contiguous()]
 
 
-EVALUATORS: dict[str, Callable[..., Any]] = {"toy2d": ToyEvaluator}
+def _digits_evaluator(*args: Any, **kwargs: Any) -> Any:
+    from pgraft.image_metrics import DigitsEvaluator
+
+    return DigitsEvaluator(*args, **kwargs)
+
+
+EVALUATORS: dict[str, Callable[..., Any]] = {"toy2d": ToyEvaluator, "digits": _digits_evaluator}
 
 
 def make_evaluator(
@@ -89,9 +95,12 @@ def make_evaluator(
     rule: AcceptanceRule,
     cutoff_timestep: float | None,
     stochastic_continuation: bool,
+    prompts: list[str] | None = None,
 ) -> Evaluator:
+    """The domain's evaluator; a run's prompts are passed (as `prompts=`) only when there are some."""
     factory = EVALUATORS.get(model.domain)
     if factory is None:
         return NoEvaluator()
-    evaluator: Evaluator = factory(model, reward, rule, cutoff_timestep, stochastic_continuation)
+    extra = {"prompts": list(prompts)} if prompts else {}
+    evaluator: Evaluator = factory(model, reward, rule, cutoff_timestep, stochastic_continuation, **extra)
     return evaluator

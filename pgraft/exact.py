@@ -65,6 +65,48 @@ def _blur_matrix(src: np.ndarray, dst: np.ndarray, s: float) -> np.ndarray:
     return np.exp(-0.5 * d**2) / (s * math.sqrt(2 * math.pi))
 
 
+@dataclass(frozen=True)
+class SeparableBlur:
+    """The forward kernel `N(y; x_0, s² I)` from the data grid to a wider y-grid, one matrix per axis.
+
+    `gx[j, i] = N(y_j; x_i, s²)` on the x axis, `gy` likewise; the y-grid reaches 5 s beyond the data grid
+    with a spacing of at most `min(dx, s/3)` (at most 1,200 points per axis).
+    """
+
+    gx: np.ndarray
+    gy: np.ndarray
+    shape: tuple[int, int]
+
+    @classmethod
+    def for_grid(cls, grid: Grid2D, s: float, y_spacing: float | None = None) -> SeparableBlur | None:
+        """The blur of std `s` on `grid`, or `None` when `s` is below half a grid cell (no blur: GRAFT).
+
+        `y_spacing` overrides the y-grid spacing (a sum over a Gaussian of std `s` sampled every `s/4` or
+        finer is exact to many digits, so far fewer y points serve when `s` is large).
+        """
+        nx, ny = grid.shape
+        dx = float(grid.xs[1] - grid.xs[0])
+        if s <= dx / 2:
+            return None
+        span = 5 * s
+        spacing = min(dx, s / 3) if y_spacing is None else y_spacing
+        ny_axis = max(16, int(2 * (span + (grid.xs[-1] - grid.xs[0]) / 2) / spacing))
+        ny_axis = min(ny_axis if y_spacing is not None else max(nx, ny_axis), 1200)
+        gx = _blur_matrix(grid.xs, np.linspace(grid.xs[0] - span, grid.xs[-1] + span, ny_axis), s)
+        gy = _blur_matrix(grid.ys, np.linspace(grid.ys[0] - span, grid.ys[-1] + span, ny_axis), s)
+        return cls(gx, gy, (nx, ny))
+
+    def forward(self, masses: np.ndarray) -> np.ndarray:
+        """`(G f)(y)` for a field `f` on the data grid (or a stack of fields): the handoff-level image of masses."""
+        return self.gx @ masses.reshape(*masses.shape[:-1], *self.shape) @ self.gy.T
+
+    def backward(self, field: np.ndarray) -> np.ndarray:
+        """`E[f(Y) | X_0 = x]` on the data grid, columns normalised against the finite y-grid."""
+        num = self.gx.T @ field @ self.gy
+        den = self.gx.T @ np.ones_like(field) @ self.gy
+        return (num / den).ravel()
+
+
 class ExactChain:
     """The perfect-learning sequence of targets `q_0 = p̄, q_1, q_2, ...` for one rule and reward."""
 
@@ -75,6 +117,7 @@ class ExactChain:
         rule: AcceptanceRule,
         noise_to_signal: float = 0.0,
         grid: Grid2D | None = None,
+        y_spacing: float | None = None,
     ) -> None:
         self.grid = grid or grid_for(mixture)
         self.rule = rule
@@ -83,36 +126,21 @@ class ExactChain:
         dens = mixture.log_prob(pts).exp().numpy()
         self.base = dens / dens.sum()
         self.s = float(noise_to_signal)
-        nx, _ny = self.grid.shape
-        dx = float(self.grid.xs[1] - self.grid.xs[0])
-        self.gx: np.ndarray | None = None
-        self.gy: np.ndarray | None = None
-        if self.s > dx / 2:
-            span = 5 * self.s
-            ny_axis = max(nx, int(2 * (span + (self.grid.xs[-1] - self.grid.xs[0]) / 2) / min(dx, self.s / 3)))
-            ny_axis = min(ny_axis, 1200)
-            self.gx = _blur_matrix(
-                self.grid.xs, np.linspace(self.grid.xs[0] - span, self.grid.xs[-1] + span, ny_axis), self.s
-            )
-            self.gy = _blur_matrix(
-                self.grid.ys, np.linspace(self.grid.ys[0] - span, self.grid.ys[-1] + span, ny_axis), self.s
-            )
+        self.blur = SeparableBlur.for_grid(self.grid, self.s, y_spacing)
+        self.gx: np.ndarray | None = None if self.blur is None else self.blur.gx
+        self.gy: np.ndarray | None = None if self.blur is None else self.blur.gy
+        if self.blur is not None:
             self.base_c = self._forward(self.base)
             self.ratio = np.ones_like(self.base_c)
         self.targets: list[np.ndarray] = [self.base]
 
     def _forward(self, masses: np.ndarray) -> np.ndarray:
-        """`(G f)(y)` for a field `f` on the data grid: the handoff-level image of masses."""
-        assert self.gx is not None and self.gy is not None
-        nx, ny = self.grid.shape
-        return self.gx @ masses.reshape(nx, ny) @ self.gy.T
+        assert self.blur is not None
+        return self.blur.forward(masses)
 
     def _backward(self, field: np.ndarray) -> np.ndarray:
-        """`E[f(Y) | X_0 = x]` on the data grid, columns normalised against the finite y-grid."""
-        assert self.gx is not None and self.gy is not None
-        num = self.gx.T @ field @ self.gy
-        den = self.gx.T @ np.ones_like(field) @ self.gy
-        return (num / den).ravel()
+        assert self.blur is not None
+        return self.blur.backward(field)
 
     def step(self) -> np.ndarray:
         """Append and return the next round's exact target."""

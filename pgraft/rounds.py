@@ -123,6 +123,7 @@ def build_setup(config: RunConfig, allow_import: bool = False, base: DiffusionMo
 
         context["mixture"] = get_dataset(config.dataset)
     reward = make_reward(config.reward, base.domain, config.reward_args, context, allow_import=allow_import)
+    base.process.check_steps(config.num_inference_steps)
     cut_ts = None
     if config.method == "pgraft":
         k, cut_ts = snap_cutoff(base.process, config.num_inference_steps, config.cutoff)
@@ -138,6 +139,7 @@ def build_setup(config: RunConfig, allow_import: bool = False, base: DiffusionMo
         make_rule_for(config, None),
         cut_ts,
         config.effective_eta > 0 and base.process.stochastic_samplers,
+        prompts=list(config.prompts),
     )
     rule = make_rule_for(config, evaluator.dedup_key(config.dedup_resolution))
     cond = None
@@ -275,7 +277,11 @@ class RoundRunner:
                 if not result.accepted.any():
                     yield Notice(r, f"round {r}: no sample was accepted ({self.setup.rule.describe()})")
                 if self.store is not None:
-                    path = self.store.write_round(r, self._tensors(result), result.metrics, current if r > 0 else None)
+                    # Evaluators may render files of their own (the digits sample grids) into the round folder.
+                    render = getattr(self.setup.evaluator, "round_artifacts", None)
+                    files = render(result) if callable(render) else {}
+                    model = current if r > 0 else None
+                    path = self.store.write_round(r, self._tensors(result), result.metrics, model, files=files)
                     result = RoundResult(**{**result.__dict__, "path": path})
                 previous = result
                 yield result

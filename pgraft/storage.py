@@ -86,8 +86,15 @@ class RunStore:
         return len(done)
 
     def write_round(
-        self, r: int, tensors: dict[str, torch.Tensor], metrics: dict[str, Any], model: Any | None = None
+        self,
+        r: int,
+        tensors: dict[str, torch.Tensor],
+        metrics: dict[str, Any],
+        model: Any | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Path:
+        """Write round `r` into a temporary folder and rename it into place; `files` are extra files
+        (plain names, e.g. `preview.png`) written into the same folder."""
         from safetensors.torch import save_file
 
         final = self.round_dir(r)
@@ -98,6 +105,10 @@ class RunStore:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "samples.safetensors"))
         if model is not None:
             model.save(tmp / "model.safetensors", extra={"round": r})
+        for name, data in (files or {}).items():
+            if Path(name).name != name or name.startswith("."):
+                raise ValueError(f"round file: {name!r} must be a plain file name")
+            (tmp / name).write_bytes(data)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
         if final.exists():
             shutil.rmtree(final)

@@ -11,3 +11,8 @@ ruff check pgraft tests bench app.py
 ruff format --check pgraft tests bench app.py
 mypy
 python -m pytest -q "$@"
+# The browser tests (Playwright driving the system's Chromium) run after the default run, when Chromium is
+# installed and no pytest arguments narrowed the run.
+if [ $# -eq 0 ] && command -v chromium >/dev/null 2>&1; then
+  python -m pytest -q -m e2e
+fi

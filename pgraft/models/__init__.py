@@ -32,12 +32,61 @@ def _toy2d_exact(**kw: Any) -> DiffusionModel:
     return load_toy2d_exact(**kw)
 
 
+def _toy2d_flow(**kw: Any) -> DiffusionModel:
+    from pgraft.models.toy2d import load_toy2d
+
+    return load_toy2d(kind="flow", **kw)
+
+
+def _toy2d_flow_exact(**kw: Any) -> DiffusionModel:
+    from pgraft.models.toy2d import load_toy2d_exact
+
+    return load_toy2d_exact(kind="flow", **kw)
+
+
 MODELS: dict[str, ModelSpec] = {
     "toy2d": ModelSpec(_toy2d, "toy2d", "2-D Gaussian mixture, small learned MLP denoiser (DDPM)", ("dataset",)),
     "toy2d-exact": ModelSpec(
         _toy2d_exact, "toy2d", "2-D Gaussian mixture, exact analytic score: no learning error", ("dataset",)
     ),
+    "toy2d-flow": ModelSpec(
+        _toy2d_flow,
+        "toy2d",
+        "2-D Gaussian mixture, small learned MLP rectified flow (train_steps < 3000: under-trained)",
+        ("dataset", "train_steps"),
+    ),
+    "toy2d-flow-exact": ModelSpec(
+        _toy2d_flow_exact,
+        "toy2d",
+        "2-D Gaussian mixture, exact rectified-flow velocity: no learning error",
+        ("dataset",),
+    ),
 }
+
+
+def _digits_loader(name: str) -> Callable[..., DiffusionModel]:
+    def load(device: str = "cpu") -> DiffusionModel:
+        from pgraft.models.digits import load_digits_model
+
+        return load_digits_model(name, device)
+
+    return load
+
+
+MODELS.update(
+    {
+        "digits": ModelSpec(_digits_loader("digits"), "digits", "8x8 digits, UNet2DModel DDPM (918 k parameters)"),
+        "digits-prompted": ModelSpec(
+            _digits_loader("digits-prompted"),
+            "digits",
+            "8x8 digits, class-conditional UNet2DModel DDPM; the prompt is the digit ('7', 'a 7', 'seven')",
+            conditional=True,
+        ),
+        "digits-flow": ModelSpec(
+            _digits_loader("digits-flow"), "digits", "8x8 digits, UNet2DModel rectified flow (918 k parameters)"
+        ),
+    }
+)
 
 
 def register_model(name: str, spec: ModelSpec) -> None:

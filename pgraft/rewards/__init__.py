@@ -63,7 +63,10 @@ def rewards_for(domain: str) -> list[str]:
 
 def _ensure_builtin() -> None:
     # Domain modules register their rewards on import; importing them here keeps `import pgraft` light.
-    from pgraft.rewards import toy2d  # noqa: F401
+    from pgraft.rewards import (
+        images,  # noqa: F401
+        toy2d,  # noqa: F401
+    )
 
 
 def make_reward(

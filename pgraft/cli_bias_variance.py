@@ -1,0 +1,113 @@
+"""`pgraft bias-variance`: the bias–variance curves across cutoffs, and optionally the end-to-end sweep.
+
+pgraft bias-variance --model toy2d --reward x --rule best-of-n --n 4 --cutoffs 0.1 0.3 0.5 0.7 0.9 \
+    --states 256 --continuations 8 --sweep --out runs/bv
+
+Writes `curves.csv` (estimates with bands; `*_exact` columns on the toy), `exact.csv` (toy), `sweep.csv`
+and `recommendation.json` (with `--sweep`) and `bias_variance.html` (a standalone plot) into `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+SKIPPED = ("method", "cutoff")  # set per cutoff by the study itself
+CURVE_COLUMNS = ("cutoff", "cutoff_effective", "V", "B", "R2", "D", "D_plugin", "V_exact", "B_exact", "D_exact")
+SWEEP_COLUMNS = ("cutoff", "final_reward", "realism_final", "realism_loss", "candidates", "finetune_steps", "seconds")
+
+
+def add_parser(sub: Any) -> None:
+    """Register the `bias-variance` subcommand on the `pgraft` subparsers."""
+    from pgraft.cli import _field_type, _reward_arg
+    from pgraft.config import RunConfig
+
+    p = sub.add_parser("bias-variance", help="bias-variance curves across cutoffs (and the end-to-end sweep)")
+    for f in dataclasses.fields(RunConfig):
+        if f.name in SKIPPED:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.name == "reward_args":
+            p.add_argument(
+                "--reward-arg",
+                dest="reward_args",
+                action="append",
+                type=_reward_arg,
+                default=argparse.SUPPRESS,
+                help=help_text,
+                metavar="KEY=VALUE",
+            )
+        elif f.name == "prompts":
+            p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, help=help_text)
+        else:
+            p.add_argument(flag, type=_field_type(f.name), default=argparse.SUPPRESS, help=help_text)
+    p.add_argument("--config", type=Path, help="YAML file of run options (as for pgraft run); flags override it")
+    p.add_argument("--cutoffs", type=float, nargs="+", required=True, help="cutoffs t in (0, 1), snapped to the grid")
+    p.add_argument("--states", type=int, default=256, help="M: base states per cutoff (>= 2)")
+    p.add_argument("--continuations", type=int, default=8, help="R: stochastic continuations per state (>= 2)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the states for the bands")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the bands, in (0.5, 1)")
+    p.add_argument("--exact-points", type=int, default=30, help="toy: points of the dense exact curves (>= 2)")
+    p.add_argument("--sweep", action="store_true", help="also run one P-GRAFT run per cutoff, plus GRAFT, same budget")
+    p.add_argument(
+        "--max-realism-loss",
+        type=float,
+        default=None,
+        help="sweep: bound on the realism loss of the recommended cutoff (default: loglik 0.5, fid_real 5)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for the CSV files and the HTML plot")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _fmt(row: dict[str, Any], columns: tuple[str, ...], header: bool) -> str:
+    cols = [c for c in columns if c in row]
+    head = "  ".join(f"{c:>12}" for c in cols) + "\n" if header else ""
+    cells = [f"{row[c]:>12d}" if isinstance(row[c], int) else f"{row[c]:>12.4g}" for c in cols]
+    return head + "  ".join(cells)
+
+
+def cmd_bias_variance(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pgraft.bias_variance import CurvePoint, CurveProgress, CurveSpec
+    from pgraft.cli import config_from_args
+    from pgraft.cutoff_study import StudyFinished, study_iter, write_outputs
+    from pgraft.sweep import SweepPoint, SweepProgress, SweepSpec
+
+    if args.exact_points < 2:
+        raise ValueError(f"--exact-points: {args.exact_points} is invalid; it must be an integer >= 2")
+    config = config_from_args(args)
+    curve_spec = CurveSpec(tuple(args.cutoffs), args.states, args.continuations, args.bootstrap, args.level)
+    sweep_spec = SweepSpec(tuple(args.cutoffs), True, args.max_realism_loss) if args.sweep else None
+    bar: Any = None
+    headers = {"curve": True, "sweep": True}
+    result: StudyFinished | None = None
+    print(
+        f"pgraft: bias-variance on {config.model}, reward {config.reward}, rule {config.rule} -> {args.out}", flush=True
+    )
+    for ev in study_iter(config, curve_spec, sweep_spec, allow_import=True, exact_points=args.exact_points):
+        if isinstance(ev, CurveProgress | SweepProgress) and not args.quiet:
+            desc = ev.stage if isinstance(ev, CurveProgress) else f"sweep t={ev.cutoff:g} round {ev.round} {ev.stage}"
+            if bar is None or bar.desc != desc:
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=ev.total, desc=desc, leave=False, file=sys.stderr)
+            bar.update(ev.done - bar.n)
+        elif isinstance(ev, CurvePoint | SweepPoint):
+            kind = "curve" if isinstance(ev, CurvePoint) else "sweep"
+            print(_fmt(ev.row, CURVE_COLUMNS if kind == "curve" else SWEEP_COLUMNS, headers[kind]), flush=True)
+            headers[kind] = False
+        elif isinstance(ev, StudyFinished):
+            result = ev
+    if bar is not None:
+        bar.close()
+    assert result is not None
+    files = write_outputs(args.out, result)
+    if result.recommendation is not None:
+        print(f"recommended: {result.recommendation.describe()}")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0

@@ -1,0 +1,161 @@
+"""The pgraft app: a Gradio 6 page to run GRAFT / P-GRAFT rounds and see why the distribution moved.
+
+`build_demo()` lays out the Rounds tab and, when their modules are installed, the bias–variance and inverse
+noise correction tabs (each exposes `build_tab(ctx: TabContext)`). All heavy work of every tab goes through
+one bounded queue (`HEAVY_ID`), so the machine is never oversubscribed; light events never wait behind it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr
+
+from pgraft.rounds import resolve_device
+from pgraft.ui.context import TabContext
+from pgraft.ui.controls import Controls
+from pgraft.ui.rounds_handlers import RoundsHandlers
+from pgraft.ui.rounds_tab import DEFAULT_MODEL, build_rounds_tab
+from pgraft.ui.state import BaseModels, SessionStore
+
+HEAVY_ID = "heavy"
+QUEUE_SIZE = 16
+ROUNDS_TAB_ID = "rounds"
+OPTIONAL_TABS = (
+    ("pgraft.ui.bias_variance_tab", "Bias–variance", "bias-variance"),
+    ("pgraft.ui.inc_tab", "Inverse noise correction", "inc"),
+)
+HEADER = """
+# pgraft — shape a diffusion model with a reward
+Sample, keep what an acceptance rule accepts, fine-tune on it, repeat (**GRAFT**), or do it at an intermediate
+noise level and let the base model finish (**P-GRAFT**) — and compare each round with its exact target.
+[The method](https://arxiv.org/abs/2510.02692) · round 0 is always the base model.
+"""
+CSS = """
+.gradio-container { max-width: 1500px !important; }
+#status { min-height: 2.6em; }
+.hint { padding: 4px 10px 8px 10px; font-size: 0.9em; opacity: 0.85; }
+"""
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="sm")
+
+
+def heavy_limit(device: str) -> int:
+    """How many heavy events run at once: one on a CPU (torch already uses every core), two on a GPU."""
+    return 1 if device == "cpu" else 2
+
+
+def warm_up(models: BaseModels, dataset: str = "ring8") -> threading.Thread:
+    """In the background after start-up: load the default model and run one tiny round with its figures, so
+    the first click does not pay for imports, caches and plotly's first figures."""
+
+    def work() -> None:
+        from pgraft.config import RunConfig
+        from pgraft.rounds import RoundResult, RoundRunner, build_setup
+        from pgraft.ui.views import RunView
+
+        try:
+            base = models.get(DEFAULT_MODEL, dataset)
+            models.base_rewards(DEFAULT_MODEL, dataset, "x", {}, [])
+            config = RunConfig(
+                model=DEFAULT_MODEL,
+                dataset=dataset,
+                samples=64,
+                preview=16,
+                num_inference_steps=4,
+                finetune_steps=2,
+                rounds=1,
+                method="pgraft",
+                device=models.device,
+            )
+            setup = build_setup(config, base=base)
+            view = RunView(setup)
+            for event in RoundRunner(config, setup=setup).run():
+                if isinstance(event, RoundResult):
+                    view.add(event)
+                    view.figures()
+        except Exception:  # a warm-up failure only costs the first click its speed; the click reports it
+            return
+
+    thread = threading.Thread(target=work, name="pgraft-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def build_demo(device: str = "auto", sessions_root: Path | None = None, warm: bool = True) -> gr.Blocks:
+    resolved = resolve_device(device)
+    sessions = SessionStore(sessions_root)
+    models = BaseModels(resolved)
+    handlers = RoundsHandlers(sessions, models, device)  # configs keep "auto": exports run anywhere
+    limit = heavy_limit(resolved)
+    with gr.Blocks(title="pgraft: GRAFT and P-GRAFT rounds", fill_width=True) as demo:
+        gr.Markdown(HEADER, elem_id="header")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Rounds", id=ROUNDS_TAB_ID):
+                rounds = build_rounds_tab(handlers, HEAVY_ID, limit)
+            ctx = TabContext(
+                device=resolved,
+                heavy_concurrency_id=HEAVY_ID,
+                heavy_concurrency_limit=limit,
+                rounds_model=rounds["model"],
+                rounds_reward=rounds["reward"],
+                rounds_cutoff=rounds["cutoff"],
+                tabs=tabs,
+                rounds_tab_id=ROUNDS_TAB_ID,
+            )
+            for module, label, tab_id in OPTIONAL_TABS:
+                if importlib.util.find_spec(module) is not None:
+                    with gr.Tab(label, id=tab_id):
+                        importlib.import_module(module).build_tab(ctx)
+        demo.load(
+            handlers.cutoff_info,
+            [rounds[k] for k in ("model", "dataset", "method", "cutoff", "num_inference_steps")],
+            rounds["cutoff_info"],
+            api_visibility="undocumented",
+        )
+        rule_inputs = [rounds[name] for name in Controls.names()]
+        rule_outputs = [rounds[k] for k in ("threshold", "quantile", "n", "k", "beta", "reshaping")]
+        demo.load(
+            handlers.rule_changed,
+            rule_inputs,
+            rule_outputs,
+            concurrency_id="base-rewards",
+            concurrency_limit=1,
+            api_visibility="undocumented",
+        )
+        demo.unload(handlers.close)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=None)
+    demo.pgraft_sessions = sessions  # type: ignore[attr-defined]  # for tests and the launcher
+    if warm:
+        warm_up(models)
+    return demo
+
+
+def launch(
+    demo: gr.Blocks,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    auth: tuple[str, str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Serve the demo with the app's theme and style; `auth` is (user, password) or None."""
+    sessions: SessionStore = demo.pgraft_sessions  # type: ignore[attr-defined]
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        share=False,  # never open a public tunnel
+        theme=THEME,
+        css=CSS,
+        allowed_paths=[str(sessions.root)],
+        footer_links=[],
+        **kwargs,
+    )

@@ -1,0 +1,314 @@
+"""The "Bias–variance" tab: the curves across cutoffs, streamed as cutoffs finish, and the sweep.
+
+A thin layer over `pgraft.cutoff_study`: the handlers turn the controls into a `RunConfig`, a `CurveSpec`
+and a `SweepSpec` (which validate), iterate `study_iter`, and map its events to the plot, the tables and
+the status line. The base model and reward follow the Rounds tab; "Use recommended cutoff" writes the
+sweep's recommendation into the Rounds tab's cutoff slider and switches to that tab.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Generator
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from pgraft.bias_variance import CurvePoint, CurveProgress, CurveSpec
+from pgraft.config import RunConfig
+from pgraft.cutoff_study import ExactReady, StudyFinished, study_iter
+from pgraft.mixture import DATASETS
+from pgraft.models import get_model_spec
+from pgraft.plots.bias_variance import bias_variance_figure
+from pgraft.rewards import RewardError
+from pgraft.sweep import SweepPoint, SweepProgress, SweepSpec
+from pgraft.ui.context import TabContext
+
+RULE_PARAMS = {  # rule -> (RunConfig field, label of the one parameter, default)
+    "best-of-n": ("n", "n (group size)", 4.0),
+    "quantile": ("quantile", "q (keeps the top 1 − q)", 0.75),
+    "threshold": ("threshold", "threshold τ", 0.0),
+    "soft": ("beta", "temperature β", 1.0),
+    "top-k": ("k", "k (kept per round)", 64.0),
+}
+DEFAULT_CUTOFFS = "0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9"
+CURVE_SHOWN = ["cutoff", "cutoff_effective", "V", "V_lo", "V_hi", "B", "R2", "D", "D_lo", "D_hi", "D_plugin"]
+INTRO = """
+**Why a cutoff helps.** The final reward is a noisy label for an intermediate state: its noise
+`V(t) = E[Var(r | Xₜ)]` rises with the cutoff `t`, while the correction the fine-tuned model must learn,
+the tilt `D(t) = KL(p̃ₜ ‖ p̄ₜ)`, shrinks. Estimates use `M` base states per cutoff and `R` ancestral
+continuations each (bands: bootstrap over states); on the toy the exact curves of the true mixture are drawn
+underneath. The sweep runs one P-GRAFT run per cutoff (and GRAFT at 0) with the same budget.
+"""
+
+_STOP: dict[str, threading.Event] = {}
+
+
+def _stop_flag(request: gr.Request | None) -> threading.Event:
+    key = getattr(request, "session_hash", None) or "local"
+    return _STOP.setdefault(key, threading.Event())
+
+
+def parse_cutoffs(text: str) -> tuple[float, ...]:
+    """Cutoffs typed as numbers separated by spaces or commas; every one must lie in (0, 1)."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"cutoffs: {text!r} must be numbers in (0, 1) separated by spaces or commas") from None
+    return CurveSpec(values).cutoffs
+
+
+def make_specs(
+    model: str,
+    reward: str,
+    dataset: str,
+    prompts: str,
+    rule: str,
+    rule_param: float,
+    cutoffs: str,
+    states: float,
+    continuations: float,
+    steps: float,
+    seed: float,
+    sweep: bool,
+    samples: float,
+    rounds: float,
+    finetune_steps: float,
+    max_loss: float | None,
+    device: str,
+) -> tuple[RunConfig, CurveSpec, SweepSpec | None]:
+    """The study's configuration from the tab's controls; every bad value raises `ValueError` naming it."""
+    if rule not in RULE_PARAMS:
+        raise ValueError(f"rule: {rule!r} is not offered here; choose one of {list(RULE_PARAMS)}")
+    field, _label, _default = RULE_PARAMS[rule]
+    rule_value: dict[str, Any] = {field: int(rule_param) if field in ("n", "k") else float(rule_param)}
+    config = RunConfig(
+        model=model,
+        dataset=dataset,
+        reward=reward,
+        prompts=[p for p in re.split(r"[,;]\s*", prompts.strip()) if p] if get_model_spec(model).conditional else [],
+        rule=rule,
+        samples=int(samples),
+        rounds=int(rounds),
+        finetune_steps=int(finetune_steps),
+        preview=0,
+        num_inference_steps=int(steps),
+        seed=int(seed),
+        device=device,
+        **rule_value,
+    )
+    cut = parse_cutoffs(cutoffs)
+    curve = CurveSpec(cut, int(states), int(continuations))
+    sweep_spec = SweepSpec(cut, True, None if max_loss in (None, "") else float(max_loss)) if sweep else None
+    return config, curve, sweep_spec
+
+
+def _view(data: dict[str, Any], selected: float | None) -> Any:
+    rec = data.get("recommended")
+    return bias_variance_figure(data.get("curves"), data.get("exact"), data.get("sweep"), selected, rec)
+
+
+def _tables(data: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    curves = data.get("curves")
+    sweep = data.get("sweep")
+    shown = curves[[c for c in CURVE_SHOWN if c in curves]].round(4) if curves is not None else pd.DataFrame()
+    return shown, (sweep.round(4) if sweep is not None else pd.DataFrame())
+
+
+def run_study(
+    model: str,
+    reward: str,
+    dataset: str,
+    prompts: str,
+    rule: str,
+    rule_param: float,
+    cutoffs: str,
+    states: float,
+    continuations: float,
+    steps: float,
+    seed: float,
+    sweep: bool,
+    samples: float,
+    rounds: float,
+    finetune_steps: float,
+    max_loss: float | None,
+    selected: float | None,
+    device: str = "cpu",
+    request: gr.Request | None = None,
+    progress: gr.Progress | None = None,
+) -> Generator[tuple[Any, ...], None, None]:
+    """Stream (figure, curves table, sweep table, status, state) as the study's parts finish."""
+    try:
+        config, curve_spec, sweep_spec = make_specs(
+            model, reward, dataset, prompts, rule, rule_param, cutoffs, states, continuations, steps, seed,
+            sweep, samples, rounds, finetune_steps, max_loss, device,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise gr.Error(str(exc), title="Cannot start") from None
+    stop = _stop_flag(request)
+    stop.clear()
+    data: dict[str, Any] = {"curves": None, "exact": None, "sweep": None, "recommended": None}
+    rows: list[dict[str, Any]] = []
+    sweep_rows: list[dict[str, Any]] = []
+    try:
+        for ev in study_iter(config, curve_spec, sweep_spec, should_stop=stop.is_set):
+            status = _event_status(ev, data, rows, sweep_rows, progress)
+            if status is not None:
+                yield (_view(data, selected), *_tables(data), status, dict(data))
+    except (ValueError, RewardError) as exc:
+        raise gr.Error(str(exc), title="Cannot run") from None
+    finally:
+        stop.clear()
+
+
+def _event_status(
+    ev: Any, data: dict[str, Any], rows: list[dict[str, Any]], sweep_rows: list[dict[str, Any]], progress: Any
+) -> str | None:
+    """Fold one study event into `data`; the status line when the view should update, else None."""
+    if isinstance(ev, CurveProgress | SweepProgress):
+        if progress is not None:
+            desc = ev.stage if isinstance(ev, CurveProgress) else f"sweep t = {ev.cutoff:g}, round {ev.round}"
+            progress((ev.done, ev.total), desc=desc)
+        return None
+    if isinstance(ev, ExactReady):
+        data["exact"] = ev.table
+        return "Exact curves of the true mixture ready; estimating…"
+    if isinstance(ev, CurvePoint):
+        rows.append(ev.row)
+        data["curves"] = pd.DataFrame(rows).sort_values("cutoff")
+        return f"Cutoff {ev.row['cutoff']:g} done ({len(rows)} so far, {ev.row['seconds']:.1f} s)."
+    if isinstance(ev, SweepPoint):
+        sweep_rows.append(ev.row)
+        data["sweep"] = pd.DataFrame(sweep_rows).sort_values("cutoff")
+        return f"Sweep: cutoff {ev.row['cutoff']:g} done (final reward {ev.row['final_reward']:.4g})."
+    if isinstance(ev, StudyFinished):
+        data.update(curves=ev.curves, sweep=ev.sweep)
+        if ev.cancelled:
+            return "**Stopped.** Finished cutoffs are kept."
+        if ev.recommendation is None:
+            return "**Done.** Tick the sweep to get a recommended cutoff."
+        data["recommended"] = ev.recommendation.cutoff
+        return f"**Done.** Recommended: {ev.recommendation.describe()}"
+    return None
+
+
+def stop_study(request: gr.Request | None = None) -> str:
+    _stop_flag(request).set()
+    return "Stopping at the next step; finished cutoffs are kept…"
+
+
+def redraw(data: dict[str, Any] | None, selected: float | None) -> Any:
+    """The figure again with the Rounds tab's current cutoff marked (a light event)."""
+    return _view(data or {}, selected)
+
+
+def use_recommended(
+    data: dict[str, Any] | None, rounds_tab_id: str, bounds: tuple[float, float] = (0.0, 1.0)
+) -> tuple[Any, Any]:
+    """The recommended cutoff for the Rounds tab's slider (kept within its `bounds`), and the switch there."""
+    rec = (data or {}).get("recommended")
+    if rec is None:
+        raise gr.Error("No recommendation yet: run the study with the sweep ticked first.", title="Nothing to use")
+    if rec == 0:
+        gr.Warning("The sweep recommends GRAFT (cutoff 0): choose the GRAFT method in the Rounds tab.")
+        return gr.update(), gr.Tabs(selected=rounds_tab_id)
+    value = min(max(float(rec), bounds[0]), bounds[1])
+    if value != rec:
+        gr.Warning(f"The recommended cutoff {rec:g} lies outside the slider; set to {value:g}.")
+    gr.Info(f"Cutoff {value:g} set in the Rounds tab; the P-GRAFT method uses it.")
+    return gr.update(value=value), gr.Tabs(selected=rounds_tab_id)
+
+
+def build_tab(ctx: TabContext) -> None:
+    """Lay out the tab's components inside the `gr.Tab` the shell opened, and wire its events."""
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column(scale=4, min_width=320):
+            c = _controls()
+        with gr.Column(scale=7):
+            status = gr.Markdown("Model and reward follow the Rounds tab.", elem_id="bv-status")
+            plot = gr.Plot(bias_variance_figure(None), label="Curves")
+            curves_table = gr.Dataframe(label="Estimated curves", interactive=False)
+            sweep_table = gr.Dataframe(label="Sweep (one run per cutoff, equal budget)", interactive=False)
+    data = gr.State({})
+    names = ("dataset", "prompts", "rule", "rule_param", "cutoffs", "states", "continuations", "steps", "seed")
+    inputs = [ctx.rounds_model, ctx.rounds_reward, *(c[k] for k in names)]
+    inputs += [c[k] for k in ("sweep", "samples", "rounds", "finetune_steps", "max_loss")] + [ctx.rounds_cutoff]
+
+    def run(
+        model: str,
+        reward: str,
+        dataset: str,
+        prompts: str,
+        rule: str,
+        rule_param: float,
+        cutoffs: str,
+        states: float,
+        continuations: float,
+        steps: float,
+        seed: float,
+        sweep: bool,
+        samples: float,
+        rounds: float,
+        finetune_steps: float,
+        max_loss: float | None,
+        selected: float | None,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> Any:
+        """Run the study; the parameters are the tab's controls, named for API clients."""
+        yield from run_study(
+            model, reward, dataset, prompts, rule, rule_param, cutoffs, states, continuations, steps, seed,
+            sweep, samples, rounds, finetune_steps, max_loss, selected,
+            device=ctx.device, request=request, progress=progress,
+        )  # fmt: skip
+
+    light: dict[str, Any] = dict(concurrency_limit=None, api_visibility="undocumented")
+    lock = c["run"].click(
+        lambda: (gr.update(interactive=False), gr.update(interactive=True)), None, [c["run"], c["stop"]], **light
+    )
+    lock.then(
+        run,
+        inputs,
+        [plot, curves_table, sweep_table, status, data],
+        api_name="bias_variance",
+        concurrency_id=ctx.heavy_concurrency_id,
+        concurrency_limit=ctx.heavy_concurrency_limit,
+    ).then(lambda: (gr.update(interactive=True), gr.update(interactive=False)), None, [c["run"], c["stop"]], **light)
+    c["stop"].click(stop_study, None, status, api_name="bias_variance_stop", concurrency_limit=None)
+    c["rule"].change(
+        lambda r: gr.update(label=RULE_PARAMS[r][1], value=RULE_PARAMS[r][2]), c["rule"], c["rule_param"], **light
+    )
+    ctx.rounds_cutoff.change(redraw, [data, ctx.rounds_cutoff], plot, **light)
+    bounds = (float(getattr(ctx.rounds_cutoff, "minimum", 0.0)), float(getattr(ctx.rounds_cutoff, "maximum", 1.0)))
+    use_outputs = [ctx.rounds_cutoff, ctx.tabs]
+    c["use"].click(lambda d: use_recommended(d, ctx.rounds_tab_id, bounds), data, use_outputs, **light)
+
+
+def _controls() -> dict[str, Any]:
+    c: dict[str, Any] = {}
+    with gr.Group():
+        c["dataset"] = gr.Dropdown(sorted(DATASETS), value="ring8", label="Data set (toy models)")
+        c["prompts"] = gr.Textbox("3", label="Prompts (prompted models; comma-separated)")
+        c["rule"] = gr.Dropdown(list(RULE_PARAMS), value="best-of-n", label="Acceptance rule")
+        c["rule_param"] = gr.Number(4, label=RULE_PARAMS["best-of-n"][1])
+    with gr.Group():
+        c["cutoffs"] = gr.Textbox(DEFAULT_CUTOFFS, label="Cutoffs t in (0, 1)", info="snapped to the sampler's grid")
+        c["states"] = gr.Slider(16, 1024, value=256, step=16, label="M: base states per cutoff")
+        c["continuations"] = gr.Slider(2, 32, value=8, step=1, label="R: ancestral continuations per state")
+        c["steps"] = gr.Slider(20, 1000, value=100, step=10, label="Sampler steps (DDPM ancestral)")
+        c["seed"] = gr.Number(0, label="Seed", precision=0)
+    with gr.Accordion("End-to-end sweep", open=False):
+        c["sweep"] = gr.Checkbox(False, label="Also run one P-GRAFT run per cutoff (and GRAFT)")
+        c["samples"] = gr.Slider(256, 8192, value=1024, step=256, label="Samples per round")
+        c["rounds"] = gr.Slider(1, 5, value=2, step=1, label="Rounds")
+        c["finetune_steps"] = gr.Slider(0, 1000, value=200, step=50, label="Fine-tuning steps per round")
+        c["max_loss"] = gr.Number(None, label="Max realism loss (blank: loglik 0.5, fid_real 5)")
+    with gr.Row():
+        c["run"] = gr.Button("Run", variant="primary", elem_id="bv-run")
+        c["stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="bv-stop")
+    c["use"] = gr.Button("Use recommended cutoff", elem_id="bv-use")
+    return c

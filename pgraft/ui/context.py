@@ -1,0 +1,32 @@
+"""The contract between the app shell and its tabs.
+
+The shell (`pgraft/ui/app.py`) builds the "Rounds" tab, then, inside `with gr.Tab(...)`, calls each
+optional tab module's `build_tab(ctx: TabContext) -> None`, which creates that tab's components and wires
+its events. Every event that runs a model must pass `concurrency_id=ctx.heavy_concurrency_id` (and
+`concurrency_limit=ctx.heavy_concurrency_limit`), so all heavy work of every tab shares one bounded queue,
+while light events (dropdown changes, exports) use `concurrency_limit=None` and never wait behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class TabContext:
+    device: str
+    """Torch device for heavy work, already resolved ("cpu", "cuda", ...)."""
+    heavy_concurrency_id: str
+    """Pass as `concurrency_id=` to every event that samples or trains."""
+    heavy_concurrency_limit: int
+    """Pass as `concurrency_limit=` together with the id."""
+    rounds_model: Any
+    """The Rounds tab's base-model `gr.Dropdown` (read it as an input to follow the user's choice)."""
+    rounds_reward: Any
+    """The Rounds tab's reward `gr.Dropdown`."""
+    rounds_cutoff: Any
+    """The Rounds tab's cutoff `gr.Slider`: a tab may output a recommended cutoff into it."""
+    tabs: Any
+    """The app's `gr.Tabs`: output `gr.Tabs(selected=ctx.rounds_tab_id)` to switch to the Rounds tab."""
+    rounds_tab_id: str

@@ -1,0 +1,229 @@
+"""The "Inverse noise correction" tab (docs/method.md §4): invert real data through a flow model's sampler,
+check the inverted noises against N(0, I), train a correction flow, and compare quality against FLOPs.
+
+Handlers validate the controls (a bad value becomes `gr.Error` naming the setting), call `pgraft.inc`, and
+map its events to `gr.Progress` and component updates; every figure comes from `pgraft.plots.inc`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from pgraft.inc import IncConfig, IncNotice, IncProgress, IncResult, run_inc_iter
+from pgraft.inc_report import diagnostics_table, figures, write_outputs
+from pgraft.models import MODELS
+from pgraft.ui.context import TabContext
+
+FLOW_MODELS = ("toy2d-flow", "toy2d-flow-exact", "digits-flow")
+# Per model: base step counts K, correction steps m, and how long the toy flow trains (fewer = under-trained).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "toy2d-flow": {"steps": "8, 16, 32", "correction_steps": "1, 2, 4", "train_steps": 300, "invert": 1000},
+    "toy2d-flow-exact": {"steps": "64, 128", "correction_steps": "1, 2", "train_steps": 3000, "invert": 1000},
+    # Digits: the last grid step takes ~100 fixed-point iterations per image (see pgraft/inversion.py).
+    "digits-flow": {"steps": "8, 16", "correction_steps": "1, 2, 4", "train_steps": 3000, "invert": 300},
+}
+INTRO = """
+A flow model's K-step Euler sampler `G` maps noise to data imperfectly. **Invert** real data through `G`
+(backward Euler, stopped on a residual tolerance), see how far the inverted noises are from N(0, I), train a
+small **correction flow** from N(0, I) to them, and sample `G(c(ε))`. The curve shows quality against FLOPs per
+image (counted): the base flow at several K, and base + correction with m correction steps.
+"""
+
+
+def model_choices() -> list[str]:
+    return [m for m in FLOW_MODELS if m in MODELS]
+
+
+def parse_steps(flag: str, text: str) -> tuple[int, ...]:
+    """`"8, 16, 32"` → `(8, 16, 32)`; anything else raises `ValueError` naming the setting."""
+    try:
+        values = tuple(int(part) for part in str(text).replace(",", " ").split())
+    except ValueError:
+        raise ValueError(
+            f"{flag}: {text!r} is invalid; allowed: integers separated by commas, e.g. 8, 16, 32"
+        ) from None
+    if not values:
+        raise ValueError(f"{flag}: {text!r} is empty; allowed: integers separated by commas, e.g. 8, 16, 32")
+    return values
+
+
+def make_config(
+    model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float, samples: float,
+    correction_train_steps: float, seed: float, device: str,
+) -> IncConfig:  # fmt: skip
+    """The library config of the tab's controls (toy2d-flow alone has a training length)."""
+    return IncConfig(
+        model=model,
+        train_steps=int(train_steps) if model == "toy2d-flow" and train_steps is not None else None,
+        steps=parse_steps("K (base sampler steps)", steps),
+        correction_steps=parse_steps("m (correction steps)", correction_steps),
+        invert=int(invert),
+        samples=int(samples),
+        preview=256 if model.startswith("toy") else 32,
+        correction_train_steps=int(correction_train_steps),
+        seed=int(seed),
+        device=device,
+    )
+
+
+def status_text(result: IncResult, seconds: float) -> str:
+    table = result.table()
+    gains = table[table["method"] == "corrected"]["gain_at_equal_flops"].dropna() if len(table) else []
+    word = "Stopped" if result.cancelled else "Done"
+    lines = [f"**{word}** in {seconds:.0f} s: {len(table)} samplers scored on `{result.model_name}`."]
+    if len(gains):
+        best = float(max(gains))
+        verdict = "better" if best > 0 else "not better"
+        lines.append(
+            f"Best corrected sampler vs the cheapest base sampler with at least its FLOPs: {verdict} "
+            f"({result.primary} {best:+.3g})."
+        )
+    lines += [f"⚠ {note}" for note in result.notices]
+    return "\n\n".join(lines)
+
+
+class IncHandlers:
+    """Run, stop and re-view; one stop flag per browser session."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.stops: dict[str, threading.Event] = {}
+
+    def run(
+        self, model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float,
+        samples: float, correction_train_steps: float, seed: float, request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio finds the tracker by its default)
+    ) -> Generator[tuple[Any, ...], None, None]:  # fmt: skip
+        try:
+            config = make_config(
+                model, train_steps, steps, correction_steps, invert, samples, correction_train_steps, seed, self.device
+            )
+        except ValueError as exc:
+            raise gr.Error(str(exc), title="Invalid setting") from None
+        stop = self.stops.setdefault(getattr(request, "session_hash", None) or "direct", threading.Event())
+        stop.clear()
+        start = time.perf_counter()
+        yield ("Loading the model…", *(gr.update() for _ in range(10)))
+        try:
+            gen = run_inc_iter(config, should_stop=stop.is_set)
+            while True:
+                try:
+                    ev = next(gen)
+                except StopIteration as done:
+                    result: IncResult = done.value
+                    break
+                if isinstance(ev, IncProgress):
+                    progress((ev.done, ev.total), desc=f"K={ev.steps}: {ev.stage}")
+                elif isinstance(ev, IncNotice):
+                    gr.Warning(ev.message)
+        except (ValueError, FileNotFoundError) as exc:
+            raise gr.Error(str(exc), title="Cannot run") from None
+        finally:
+            stop.clear()
+        yield self.outputs(result, time.perf_counter() - start)
+
+    def outputs(self, result: IncResult, seconds: float) -> tuple[Any, ...]:
+        out = Path(tempfile.mkdtemp(prefix="pgraft-inc-"))
+        write_outputs(result, out)
+        ks = sorted(result.inversions)
+        ms = list(result.config.correction_steps)
+        views = self.view(result, ks[0] if ks else None, ms[-1])
+        files = [str(out / "quality_vs_flops.csv"), str(out / "diagnostics.json"), str(out / "report.html")]
+        return (
+            status_text(result, seconds),
+            *views,
+            result,
+            gr.update(choices=ks, value=ks[0] if ks else None),
+            gr.update(choices=ms, value=ms[-1]),
+            files,
+        )
+
+    def view(self, result: IncResult | None, k: int | None, m: int | None) -> tuple[Any, ...]:
+        """Figures and tables of a finished run for the chosen K and m (a light event)."""
+        if result is None:
+            return tuple(gr.update() for _ in range(6))
+        figs = figures(result, k, m)
+        quality = figs.get(f"quality_{result.primary}")
+        return (
+            quality,
+            figs.get("noise_norms"),
+            gr.update(value=figs.get("noise_scatter"), visible="noise_scatter" in figs),
+            figs.get("samples"),
+            result.table().round(5),
+            diagnostics_table(result).round(5),
+        )
+
+    def stop(self, request: gr.Request) -> str:
+        event = self.stops.get(getattr(request, "session_hash", None) or "direct")
+        if event is None:
+            return "Nothing is running."
+        event.set()
+        return "Stopping after the current step…"
+
+
+def model_changed(model: str) -> tuple[Any, ...]:
+    d = DEFAULTS.get(model, DEFAULTS["toy2d-flow"])
+    return (
+        gr.update(visible=model == "toy2d-flow", value=d["train_steps"]),
+        d["steps"],
+        d["correction_steps"],
+        d["invert"],
+    )
+
+
+def build_tab(ctx: TabContext) -> None:
+    """Lay out the tab inside the current `gr.Tab` and wire its events (heavy ones on the shared queue)."""
+    handlers = IncHandlers(ctx.device)
+    d = DEFAULTS["toy2d-flow"]
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column(scale=3, min_width=320):
+            model = gr.Dropdown(model_choices(), value="toy2d-flow", label="Flow model")
+            train_steps = gr.Number(
+                d["train_steps"], precision=0, minimum=1, label="Training steps of the toy flow",
+                info="3000 is the shipped model; fewer steps give a deliberately under-trained flow.",
+            )  # fmt: skip
+            steps = gr.Textbox(d["steps"], label="Base sampler steps K (both lines)")
+            correction_steps = gr.Textbox(d["correction_steps"], label="Correction steps m")
+            with gr.Accordion("Data and training", open=False):
+                invert = gr.Slider(100, 4000, value=d["invert"], step=100, label="Real samples to invert")
+                samples = gr.Slider(200, 8000, value=2000, step=100, label="Samples scored per sampler")
+                correction_train = gr.Slider(50, 4000, value=600, step=50, label="Correction training steps")
+                seed = gr.Number(0, precision=0, label="Seed")
+            with gr.Row():
+                run = gr.Button("Run", variant="primary", elem_id="inc-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="inc-stop")
+            files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+        with gr.Column(scale=7):
+            status = gr.Markdown("Press **Run**.", elem_id="inc-status")
+            quality = gr.Plot(label="Quality against FLOPs per image")
+            with gr.Row():
+                view_k = gr.Dropdown([], label="Show K", interactive=True)
+                view_m = gr.Dropdown([], label="Show m", interactive=True)
+            with gr.Row(equal_height=True):
+                norms = gr.Plot(label="Norms of the inverted noises")
+                scatter = gr.Plot(label="Inverted noises (toy)")
+            samples_plot = gr.Plot(label="Base vs corrected, same seeds")
+            with gr.Accordion("Tables", open=False):
+                table = gr.Dataframe(label="Quality vs FLOPs", interactive=False)
+                diag = gr.Dataframe(label="Inverted noise against N(0, I), per K", interactive=False)
+    state = gr.State(None)
+    view_outputs = [quality, norms, scatter, samples_plot, table, diag]
+    run.click(
+        handlers.run,
+        [model, train_steps, steps, correction_steps, invert, samples, correction_train, seed],
+        [status, *view_outputs, state, view_k, view_m, files],
+        concurrency_id=ctx.heavy_concurrency_id,
+        concurrency_limit=ctx.heavy_concurrency_limit,
+    )
+    stop.click(handlers.stop, None, status, concurrency_limit=None)
+    for control in (view_k, view_m):
+        control.change(handlers.view, [state, view_k, view_m], view_outputs, concurrency_limit=None)
+    model.change(model_changed, model, [train_steps, steps, correction_steps, invert], concurrency_limit=None)

@@ -1,0 +1,300 @@
+"""Event handlers of the Rounds tab: validate the controls, call the library, map its events to updates.
+
+The run handler is a generator: it streams the figures after every round and reports sampling and
+fine-tuning steps to `gr.Progress`. Bad input becomes `gr.Error` with the library's message; a failing
+reward stops the run with its name and error while the finished rounds stay on screen and on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from pgraft.config import RunConfig
+from pgraft.models import MODELS, get_model_spec
+from pgraft.plots.rounds import placeholder, rule_reshaping
+from pgraft.rewards import RewardError
+from pgraft.rounds import Cancelled, Finished, Notice, Progress, RoundResult, RoundRunner, build_setup, make_rule_for
+from pgraft.ui.controls import (
+    RULE_PARAM,
+    Controls,
+    default_reward,
+    describe_cutoff,
+    domain_defaults,
+    format_reward_args,
+    parse_reward_args,
+    reward_choices,
+    reward_params,
+)
+from pgraft.ui.presets import get_preset
+from pgraft.ui.state import BaseModels, Session, SessionStore
+from pgraft.ui.views import RunView
+
+LOG = logging.getLogger("pgraft.app")
+PROGRESS_UPDATES = 10  # per stage: each update re-renders the progress bar in every open page
+RUN_OUTPUTS = (
+    "status",
+    "histogram",
+    "reshaping",
+    "samples_plot",
+    "curves",
+    "table",
+    "csv",
+    "archive",
+    "yaml",
+    "command",
+    "run",
+    "stop",
+)
+
+
+class RoundsHandlers:
+    def __init__(self, sessions: SessionStore, models: BaseModels, device: str) -> None:
+        self.sessions = sessions
+        self.models = models
+        self.device = device
+
+    # -- light events ---------------------------------------------------------------------------------
+    def config(self, controls: Controls) -> RunConfig:
+        try:
+            return controls.to_config(self.device)
+        except ValueError as exc:
+            raise gr.Error(str(exc), title="Invalid setting") from None
+
+    def export(self, *values: Any) -> tuple[str, str]:
+        """The YAML config and the `pgraft run` command of the current controls."""
+        config = self.config(Controls(*values))
+        return config.to_yaml(), config.command_line() + " --out runs/my-run"
+
+    def stop(self, request: gr.Request) -> str:
+        session = self.sessions.get(request.session_hash)
+        if not session.running:
+            return "Nothing is running."
+        session.stop.set()
+        return "Stopping at the next step; finished rounds are kept…"
+
+    def close(self, request: gr.Request) -> None:
+        self.sessions.close(request.session_hash)
+        self.sessions.sweep()
+
+    def model_changed(self, model: str) -> dict[str, Any]:
+        """The domain's controls: data set, prompts, rewards, defaults that run in seconds."""
+        spec = get_model_spec(model)
+        choices = reward_choices(model)
+        reward = default_reward(model)
+        defaults = domain_defaults(model)
+        return dict(
+            model=gr.update(info=model_info(model)),
+            dataset=gr.update(visible=spec.domain == "toy2d"),
+            prompts=gr.update(visible=spec.conditional),
+            reward=gr.update(choices=choices, value=reward),
+            reward_args=self._reward_args_update(reward),
+            **{k: gr.update(value=v) for k, v in defaults.items()},
+        )
+
+    def _reward_args_update(self, reward: str | None) -> Any:
+        text = format_reward_args(reward) if reward else ""
+        return gr.update(value=text, visible=bool(text))
+
+    def reward_changed(self, reward: str) -> Any:
+        return self._reward_args_update(reward)
+
+    def preset(self, name: str) -> dict[str, Any]:
+        """Every control a preset sets: its model's defaults, then the preset's own values."""
+        preset = get_preset(name)
+        model = preset.values["model"]
+        spec = get_model_spec(model)
+        values = {**domain_defaults(model), **preset.values}
+        updates: dict[str, Any] = {
+            k: gr.update(value=v) for k, v in values.items() if k not in ("reward", "reward_args")
+        }
+        updates.update(
+            model=gr.update(value=model, info=model_info(model)),
+            dataset=gr.update(value=values.get("dataset", "ring8"), visible=spec.domain == "toy2d"),
+            prompts=gr.update(value=values.get("prompts", []), visible=spec.conditional),
+            reward=gr.update(choices=reward_choices(model), value=values["reward"]),
+            reward_args=gr.update(value=values.get("reward_args", ""), visible=bool(reward_params(values["reward"]))),
+            note=f"**{preset.name}.** {preset.note}",
+        )
+        return updates
+
+    def cutoff_info(self, model: str, dataset: str, method: str, cutoff: float, steps: float | None) -> str:
+        if method != "pgraft":
+            return "GRAFT fine-tunes at every noise level (cutoff t_c = 0). Choose P-GRAFT to shape at a noise level."
+        try:
+            n = int(steps or 0)
+            if n < 2:
+                return "Set at least 2 sampling steps."
+            return describe_cutoff(self.models.get(model, dataset).process, n, float(cutoff))
+        except (ValueError, TypeError) as exc:
+            return f"Cannot place the cutoff: {exc}"
+
+    def rule_changed(self, *values: Any) -> tuple[Any, ...]:
+        """Show the chosen rule's own parameter, span the threshold over base rewards, preview the reshaping."""
+        controls = Controls(*values)
+        if controls.reward not in [name for _, name in reward_choices(controls.model)]:
+            return tuple(gr.update() for _ in range(6))  # the reward list is about to follow the model
+        shown = RULE_PARAM.get(controls.rule)
+        visibility = [gr.update(visible=shown == p) for p in ("threshold", "quantile", "n", "k", "beta")]
+        try:
+            args = parse_reward_args(controls.reward, controls.reward_args)
+            prompts = list(controls.prompts or []) if get_model_spec(controls.model).conditional else []
+            rewards = self.models.base_rewards(controls.model, controls.dataset, controls.reward, args, prompts)
+        except (ValueError, RewardError) as exc:
+            return (*visibility, placeholder(f"Cannot sample the base model's rewards:\n{exc}"))
+        lo, hi = _nice_range(rewards)
+        threshold = controls.threshold if controls.threshold is not None and lo <= controls.threshold <= hi else None
+        threshold = float(np.quantile(rewards, 0.75)) if threshold is None else threshold
+        visibility[0] = gr.update(
+            visible=shown == "threshold", minimum=lo, maximum=hi, value=round(threshold, 3), step=(hi - lo) / 200
+        )
+        try:
+            config = controls.replace(threshold=threshold).to_config(self.device)
+            figure = rule_reshaping(make_rule_for(config, None), rewards, source="base samples")
+        except ValueError as exc:
+            figure = placeholder(str(exc))
+        return (*visibility, figure)
+
+    # -- the run --------------------------------------------------------------------------------------
+    def run(
+        self, controls: Controls, request: gr.Request, progress: gr.Progress
+    ) -> Generator[tuple[Any, ...], None, None]:
+        self.sessions.sweep()  # forget sessions idle past their time, whose tabs never said goodbye
+        session = self.sessions.get(request.session_hash)
+        if session.running:
+            raise gr.Error("A run is already going in this browser tab: press Stop first.", title="Busy")
+        config = self.config(controls)
+        try:
+            base = self.models.get(config.model, config.dataset)
+            setup = build_setup(config, base=base)
+        except (ValueError, RewardError) as exc:
+            raise gr.Error(str(exc), title="Cannot start") from None
+        session.running = True
+        session.stop.clear()
+        try:
+            yield from self._rounds(session, config, setup, progress)
+        finally:
+            self.sessions.finish(session)
+
+    def _rounds(
+        self, session: Session, config: RunConfig, setup: Any, progress: gr.Progress
+    ) -> Generator[tuple[Any, ...], None, None]:
+        shutil.rmtree(session.run_dir, ignore_errors=True)
+        runner = RoundRunner(config, out=session.run_dir, should_stop=session.stop.is_set, setup=setup)
+        view = session.view = RunView(setup)
+        start = time.perf_counter()
+        exports = (config.to_yaml(), config.command_line() + " --out runs/my-run")
+        notes: list[str] = []
+        yield self._outputs(session, view, "**Starting…** round 0 samples the base model.", exports, running=True)
+        try:
+            for event in runner.run():
+                if isinstance(event, Progress):
+                    if event.done == event.total or event.done % max(1, event.total // PROGRESS_UPDATES) == 0:
+                        desc = f"Round {event.round} of {config.rounds}: {event.stage}"
+                        progress((event.done, event.total), desc=desc)
+                elif isinstance(event, Notice):
+                    notes.append(event.message)
+                    gr.Warning(event.message)
+                elif isinstance(event, RoundResult):
+                    view.add(event)
+                    status = _round_status(view, config, time.perf_counter() - start, notes)
+                    yield self._outputs(session, view, status, exports, running=True)
+                elif isinstance(event, Cancelled):
+                    kept = (
+                        f"rounds 0–{event.completed_rounds - 1} kept" if event.completed_rounds else "no round finished"
+                    )
+                    yield self._outputs(session, view, f"**Stopped** ({kept}).", exports, running=False, redraw=False)
+                elif isinstance(event, Finished):
+                    status = _round_status(view, config, time.perf_counter() - start, notes, finished=True)
+                    yield self._outputs(session, view, status, exports, running=False, redraw=False)
+        except RewardError as exc:
+            yield self._outputs(session, view, f"**Stopped: the reward failed.** {exc}", exports, running=False)
+            raise gr.Error(str(exc), title="Reward failed") from None
+        except Exception as exc:  # a bug: say so in the page; the traceback goes to the server's log
+            LOG.exception("run failed")
+            message = f"The run failed: {type(exc).__name__}: {exc}"
+            yield self._outputs(session, view, f"**{message}**", exports, running=False)
+            raise gr.Error(message, title="Run failed") from None
+
+    def _outputs(
+        self,
+        session: Session,
+        view: RunView,
+        status: str,
+        exports: tuple[str, str],
+        running: bool,
+        redraw: bool = True,
+    ) -> tuple[Any, ...]:
+        """Every output of the run, in `RUN_OUTPUTS` order; the download of the folder once the run ended.
+        `redraw=False` keeps the figures on screen (the last round's are already there)."""
+        buttons = (gr.update(interactive=not running), gr.update(interactive=running))
+        if view.latest is None:
+            return (status, *(gr.update() for _ in range(7)), *exports, *buttons)
+        csv = session.run_dir / "metrics.csv"
+        zip_path = None if running else _archive(session)
+        figs = view.figures() if redraw else None
+        return (
+            status,
+            *((figs.histogram, figs.reshaping, figs.samples, figs.curves) if figs else (gr.update(),) * 4),
+            view.table(),
+            gr.update(value=str(csv), interactive=True) if csv.exists() else gr.update(),
+            gr.update(value=str(zip_path), interactive=True) if zip_path else gr.update(interactive=False),
+            *exports,
+            *buttons,
+        )
+
+
+def _nice_range(rewards: np.ndarray) -> tuple[float, float]:
+    """The observed reward range, its ends rounded outwards to a hundredth of its width, so the slider reads well."""
+    lo, hi = float(np.min(rewards)), float(np.max(rewards))
+    if hi - lo < 1e-9:
+        return lo - 0.5, hi + 0.5
+    unit = 10 ** (math.floor(math.log10(hi - lo)) - 2)
+    return round(math.floor(lo / unit) * unit, 12), round(math.ceil(hi / unit) * unit, 12)
+
+
+def _archive(session: Session) -> Path | None:
+    """The run folder as a zip beside it, in the session's own folder (None once the tab has gone)."""
+    if session.closed:
+        return None
+    try:
+        return Path(shutil.make_archive(str(session.folder / "pgraft-run"), "zip", root_dir=session.run_dir))
+    except OSError:
+        return None
+
+
+def _round_status(view: RunView, config: RunConfig, elapsed: float, notes: list[str], finished: bool = False) -> str:
+    assert view.latest is not None
+    m = view.latest.metrics
+    head = (
+        f"**Finished {len(view.rows)} rounds** (0–{view.latest.round})"
+        if finished
+        else f"**Round {view.latest.round} of {config.rounds} done**"
+    )
+    parts = [f"{head} in {elapsed:.1f} s", f"mean reward {m['reward_mean']:.3g}"]
+    if "target_reward" in m:
+        parts[-1] += f" (exact target {m['target_reward']:.3g})"
+    parts.append(f"accepted {m['n_accepted']} of {len(view.latest.rewards)}")
+    text = " · ".join(parts)
+    if view.latest.round == 0 and not finished:
+        text += " — round 0 is the base model; round 1 is the first fine-tuned one."
+    if notes:
+        text += "\n\n" + "\n".join(f"- {n}" for n in notes[-3:])
+    return text
+
+
+def model_choices() -> list[str]:
+    return list(MODELS)
+
+
+def model_info(model: str) -> str:
+    spec = get_model_spec(model)
+    return spec.description + (" · prompted" if spec.conditional else "")

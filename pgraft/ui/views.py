@@ -1,0 +1,126 @@
+"""From the round runner's results to the figures and table the Rounds tab shows (no gradio here).
+
+`RunView` keeps what the pictures need of a run: its setup (rule, exact chain), round 0 (the base, the
+"before") and the latest round, and every round's metrics. `figures()` turns it into plotly figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from pgraft.plots.rounds import (
+    acceptance_cut,
+    metrics_table,
+    placeholder,
+    reward_histogram,
+    round_curves,
+    rule_reshaping,
+)
+from pgraft.plots.samples import images_before_after, toy_before_after
+from pgraft.rounds import RoundResult, RunSetup
+
+EMPTY_HISTOGRAM = "Press Run: the base model's rewards (round 0) appear here, then each round's, and the accepted part."
+EMPTY_SAMPLES = "Samples before and after, drawn from the same seeds, appear here after round 0."
+EMPTY_CURVES = "Reward, acceptance rate and quality, round by round, appear here."
+
+
+@dataclass(frozen=True)
+class Figures:
+    histogram: go.Figure
+    reshaping: go.Figure
+    samples: go.Figure
+    curves: go.Figure
+    table: pd.DataFrame
+
+
+@dataclass
+class RunView:
+    setup: RunSetup
+    first: RoundResult | None = None
+    latest: RoundResult | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, result: RoundResult) -> None:
+        if self.first is None:
+            self.first = result
+        self.latest = result
+        self.rows.append(result.metrics)
+
+    @property
+    def domain(self) -> str:
+        return self.setup.base.domain
+
+    def table(self) -> pd.DataFrame:
+        return metrics_table(self.rows)
+
+    def figures(self) -> Figures:
+        assert self.first is not None and self.latest is not None
+        rule = self.setup.rule
+        latest = self.latest
+        rewards, accepted = latest.rewards.numpy(), latest.accepted.numpy()
+        histogram = reward_histogram(
+            self.first.rewards.numpy(),
+            rewards,
+            accepted,
+            latest.round,
+            acceptance_cut(rule, rewards, accepted),
+            rule.describe(),
+        )
+        return Figures(
+            histogram,
+            rule_reshaping(rule, rewards, f"round {latest.round}"),
+            self.samples_figure(),
+            round_curves(self.table(), self.domain),
+            self.table(),
+        )
+
+    def samples_figure(self) -> go.Figure:
+        assert self.first is not None and self.latest is not None
+        first, latest = self.first, self.latest
+        if len(first.preview_samples) == 0:
+            return placeholder("No preview samples: set 'preview samples' above 0 to see before/after pictures.")
+        chain = getattr(self.setup.evaluator, "chain", None)
+        if self.domain == "toy2d" and chain is not None:
+            return toy_before_after(
+                first.preview_samples.numpy(),
+                latest.preview_samples.numpy(),
+                first.preview_rewards.numpy(),
+                latest.preview_rewards.numpy(),
+                latest.round,
+                chain.grid,
+                chain.base,
+                chain.target(latest.round),
+                getattr(self.setup.evaluator, "reference_note", "exact target"),
+            )
+        if first.preview_samples.dim() >= 3:
+            pick = _spread(first.preview_groups.numpy(), 12)
+            cands = _spread(latest.groups.numpy(), 12)
+            return images_before_after(
+                first.preview_samples.numpy()[pick],
+                latest.preview_samples.numpy()[pick],
+                first.preview_rewards.numpy()[pick],
+                latest.preview_rewards.numpy()[pick],
+                latest.samples.numpy()[cands],
+                latest.rewards.numpy()[cands],
+                latest.accepted.numpy()[cands],
+                latest.round,
+            )
+        return placeholder(f"No sample picture for the {self.domain} domain yet.")
+
+
+def _spread(groups: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to `count` samples taken in turn from each group (prompt), so every prompt shows."""
+    ids = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    out: list[int] = []
+    for i in range(max((len(x) for x in ids), default=0)):
+        out += [int(x[i]) for x in ids if i < len(x)]
+    return np.asarray(out[:count], dtype=int)
+
+
+def empty_figures() -> tuple[go.Figure, go.Figure, go.Figure]:
+    return placeholder(EMPTY_HISTOGRAM, 340), placeholder(EMPTY_SAMPLES, 420), placeholder(EMPTY_CURVES, 300)

@@ -1,0 +1,86 @@
+"""The "Inverse noise correction" tab: its handlers called directly (gr.Progress is a no-op there) and its
+layout inside a tiny `gr.Blocks` with a stand-in `TabContext`."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+import plotly.graph_objects as go
+import pytest
+
+from pgraft.ui.context import TabContext
+from pgraft.ui.inc_tab import IncHandlers, build_tab, model_changed, parse_steps
+
+REQUEST: Any = SimpleNamespace(session_hash="test-session")
+TINY = ("toy2d-flow", 3000, "16", "1", 100, 200, 20, 0)  # shipped flow, one K, one m, tiny budgets
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():  # type: ignore[no-untyped-def]
+    """Tiny tensors: a second torch thread only adds synchronisation on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _finish(gen: Any) -> tuple[Any, ...]:
+    last = None
+    for last in gen:  # noqa: B007
+        pass
+    assert last is not None
+    return last
+
+
+def test_run_handler_returns_figures_tables_and_files() -> None:
+    out = _finish(IncHandlers("cpu").run(*TINY, request=REQUEST))
+    status, quality, norms, scatter, samples, table, diag, result, view_k, view_m, files = out
+    assert status.startswith("**Done**")
+    assert isinstance(quality, go.Figure) and isinstance(norms, go.Figure) and isinstance(samples, go.Figure)
+    assert scatter["visible"] is True and isinstance(scatter["value"], go.Figure)
+    assert list(table["method"]) == ["base", "corrected"] and list(diag["num_inference_steps"]) == [16]
+    assert view_k["choices"] == [16] and view_m["value"] == 1
+    assert {f.rsplit("/", 1)[-1] for f in files} == {"quality_vs_flops.csv", "diagnostics.json", "report.html"}
+    # The light re-view event draws from the stored result.
+    again = IncHandlers("cpu").view(result, 16, 1)
+    assert isinstance(again[0], go.Figure) and len(again) == 6
+
+
+def test_stop_during_a_run_keeps_what_finished() -> None:
+    handlers = IncHandlers("cpu")
+    gen = handlers.run(*TINY, request=REQUEST)
+    assert next(gen)[0].startswith("Loading")
+    assert handlers.stop(REQUEST).startswith("Stopping")
+    status = _finish(gen)[0]
+    assert status.startswith("**Stopped**")
+
+
+def test_bad_settings_become_gradio_errors_naming_the_setting() -> None:
+    handlers = IncHandlers("cpu")
+    with pytest.raises(gr.Error, match="m \\(correction steps\\)"):
+        next(handlers.run("toy2d-flow", 300, "8", "two", 100, 200, 20, 0, request=REQUEST))
+    with pytest.raises(gr.Error, match="--steps"):
+        next(handlers.run("toy2d-flow", 300, "0", "1", 100, 200, 20, 0, request=REQUEST))
+    assert parse_steps("K", "8, 16 32") == (8, 16, 32)
+
+
+def test_model_change_sets_defaults_and_hides_training_steps_for_other_models() -> None:
+    train_steps, steps, _, _ = model_changed("toy2d-flow-exact")
+    assert train_steps["visible"] is False and steps == "64, 128"
+    assert model_changed("toy2d-flow")[0]["visible"] is True
+
+
+def test_tab_builds_and_runs_heavy_events_on_the_shared_queue() -> None:
+    with gr.Blocks() as demo, gr.Tabs() as tabs:
+        with gr.Tab("Rounds", id="rounds"):
+            model, reward, cutoff = gr.Dropdown(["toy2d"]), gr.Dropdown(["x"]), gr.Slider(0, 1)
+        ctx = TabContext("cpu", "heavy", 1, model, reward, cutoff, tabs, "rounds")
+        with gr.Tab("Inverse noise correction", id="inc"):
+            build_tab(ctx)
+    heavy = [fn for fn in demo.fns.values() if getattr(fn, "concurrency_id", None) == "heavy"]
+    assert len(heavy) == 1 and heavy[0].concurrency_limit == 1
+    assert heavy[0].fn.__name__ == "run"
