@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="user:password (env PGRAFT_AUTH); required when --host is not a loopback address",
     )
     parser.add_argument("--device", default=os.environ.get("PGRAFT_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("PGRAFT_THREADS", "0")),
+        help="torch CPU threads (default: all cores but one, so the page stays responsive while a round runs)",
+    )
     args = parser.parse_args(argv)
     args.auth = parse_auth(args.auth)
     if not is_loopback(args.host) and args.auth is None:
@@ -61,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import torch
+
+    # A browser on the same machine renders each round while the next one computes: leave it a core.
+    torch.set_num_threads(args.threads if args.threads > 0 else max(1, (os.cpu_count() or 2) - 1))
     from pgraft.ui.app import build_demo, launch
 
     try:

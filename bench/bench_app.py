@@ -41,12 +41,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_app(port: int) -> tuple[subprocess.Popen[bytes], float, float]:
+def start_app(port: int, extra: list[str]) -> tuple[subprocess.Popen[bytes], float, float]:
     """Start `python app.py`; return it with the wall and CPU seconds until its page answered."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port), *extra],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -110,7 +110,7 @@ def browser_click_to_plot(url: str, pid: int) -> dict[str, float]:
         page.wait_for_selector("#reshaping .js-plotly-plot", timeout=120_000)  # the page has loaded
         wait_until_idle(pid)
         cpu0, t0 = cpu_seconds(pid), time.perf_counter()
-        page.click("#run")
+        page.evaluate("document.querySelector('#run').click()")  # Playwright's own click waits for stability
         page.wait_for_selector("#histogram .js-plotly-plot .bars", timeout=120_000)
         out = {"round 0": time.perf_counter() - t0, "round 0 cpu": cpu_seconds(pid) - cpu0}
         browser.close()
@@ -122,11 +122,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["toy2d", "digits"])
     parser.add_argument("--browser", action="store_true", help="also time a click in Chromium")
+    parser.add_argument("--app-args", default="", help="extra app.py arguments, e.g. '--threads 2'")
     args = parser.parse_args()
     rows: dict[str, list[dict[str, float]]] = {}
     for _ in range(args.repeats):
         port = free_port()
-        proc, wall, cpu = start_app(port)
+        proc, wall, cpu = start_app(port, args.app_args.split())
         rows.setdefault("start-up (process → page served)", []).append({"wall": wall, "cpu": cpu})
         try:
             url = f"http://127.0.0.1:{port}/"
@@ -150,7 +151,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=30)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"pgraft app, {os.cpu_count()} CPUs visible, load average {load}; median of {args.repeats}")
+    print(f"pgraft app {args.app_args}, {os.cpu_count()} CPUs visible, load average {load}; median of {args.repeats}")
     print(f"{'what':<44}{'wall s':>9}{'app CPU s':>11}")
     for what, values in rows.items():
         wall = statistics.median(v["wall"] for v in values)

@@ -62,8 +62,12 @@ def test_a_toy_round_streams_and_the_reward_rises(app):
     table = _table(final[5])
     assert table["round"] == [0, 1]
     assert table["reward_mean"][1] > table["reward_mean"][0] + 1.5
+    first_round = next(out for out in streamed if "Round 0 of 1 done" in out[0])
     last_round = next(out for out in reversed(streamed) if "Round 1 of 1 done" in out[0])
-    assert all(last_round[i]["type"] == "plotly" for i in (1, 2, 3, 4))  # histogram, reshaping, samples, curves
+    assert all(first_round[i]["type"] == "plotly" for i in (1, 2, 3, 4))  # histogram, reshaping, samples, curves
+    assert all(last_round[i]["type"] == "plotly" for i in (1, 3, 4))
+    # best-of-n is a rank rule: its a(u) does not change with the rewards, so it is drawn once per run
+    assert last_round[2] == {"__type__": "update"}, last_round[2]
     assert final[6]["value"].endswith("metrics.csv") and final[7]["value"].endswith(".zip")
     assert "reward: x" in final[8] and final[9].startswith("pgraft run")
 

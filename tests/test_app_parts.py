@@ -225,6 +225,26 @@ def test_digit_pictures_mark_accepted_samples_and_show_every_prompt():
     assert {"to real digits", "class entropy (nats; 2.30 = all ten)"} <= {t.name for t in figs.curves.data}
 
 
+@pytest.mark.parametrize(("rule", "redrawn"), [("best-of-n", False), ("threshold", True)])
+def test_rule_plot_is_redrawn_only_when_it_depends_on_the_rewards(rule, redrawn):
+    from pgraft.rounds import RoundRunner, build_setup, run_to_end
+    from pgraft.ui.views import RunView
+
+    cfg = RunConfig(
+        model="toy2d-exact", reward="x", rule=rule, threshold=0.5, samples=64, preview=8, rounds=2,
+        num_inference_steps=10, finetune_steps=2, batch_size=32, device="cpu",
+    )  # fmt: skip
+    setup = build_setup(cfg)
+    view = RunView(setup)
+    drawn = []
+    for result in run_to_end(RoundRunner(cfg, setup=setup)):
+        view.add(result)
+        drawn.append(view.figures().reshaping is not None)
+    assert drawn == [True, redrawn, redrawn]  # a rank rule's a(u) is the same every round
+    view.reshaping_shown = False  # the page previewed another rule: the run's own plot comes back next round
+    assert view.figures().reshaping is not None
+
+
 def _launcher():
     import importlib.util
     from pathlib import Path

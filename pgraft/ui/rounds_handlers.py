@@ -137,9 +137,12 @@ class RoundsHandlers:
         except (ValueError, TypeError) as exc:
             return f"Cannot place the cutoff: {exc}"
 
-    def rule_changed(self, *values: Any) -> tuple[Any, ...]:
+    def rule_changed(self, request: gr.Request, *values: Any) -> tuple[Any, ...]:
         """Show the chosen rule's own parameter, span the threshold over base rewards, preview the reshaping."""
         controls = Controls(*values)
+        view = self.sessions.get(request.session_hash).view
+        if view is not None:
+            view.reshaping_shown = False  # this preview replaces the run's own rule plot: a running run redraws it
         if controls.reward not in [name for _, name in reward_choices(controls.model)]:
             return tuple(gr.update() for _ in range(6))  # the reward list is about to follow the model
         shown = RULE_PARAM.get(controls.rule)
@@ -243,7 +246,11 @@ class RoundsHandlers:
         figs = view.figures() if redraw else None
         return (
             status,
-            *((figs.histogram, figs.reshaping, figs.samples, figs.curves) if figs else (gr.update(),) * 4),
+            *(
+                (figs.histogram, figs.reshaping or gr.update(), figs.samples, figs.curves)
+                if figs
+                else (gr.update(),) * 4
+            ),
             view.table(),
             gr.update(value=str(csv), interactive=True) if csv.exists() else gr.update(),
             gr.update(value=str(zip_path), interactive=True) if zip_path else gr.update(interactive=False),

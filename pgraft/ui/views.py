@@ -32,7 +32,8 @@ EMPTY_CURVES = "Reward, acceptance rate and quality, round by round, appear here
 @dataclass(frozen=True)
 class Figures:
     histogram: go.Figure
-    reshaping: go.Figure
+    reshaping: go.Figure | None
+    """None when the one on screen is still right (see `RunView.figures`)."""
     samples: go.Figure
     curves: go.Figure
     table: pd.DataFrame
@@ -44,6 +45,8 @@ class RunView:
     first: RoundResult | None = None
     latest: RoundResult | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    reshaping_shown: bool = False
+    """Whether this run's rule plot is on screen (a preview of another rule replaces it)."""
 
     def add(self, result: RoundResult) -> None:
         if self.first is None:
@@ -71,9 +74,16 @@ class RunView:
             acceptance_cut(rule, rewards, accepted),
             rule.describe(),
         )
+        # A rank rule's a(u) does not depend on the rewards: draw it once per run (each plotly figure costs the
+        # browser a few hundred milliseconds); value rules (threshold, soft) change with every round's rewards.
+        reshaping = None
+        if rule.needs_rewards_scale or not self.reshaping_shown:
+            source = f"round {latest.round}" if rule.needs_rewards_scale else ""
+            reshaping = rule_reshaping(rule, rewards, source)
+            self.reshaping_shown = True
         return Figures(
             histogram,
-            rule_reshaping(rule, rewards, f"round {latest.round}"),
+            reshaping,
             self.samples_figure(),
             round_curves(self.table(), self.domain),
             self.table(),
@@ -123,4 +133,4 @@ def _spread(groups: np.ndarray, count: int) -> np.ndarray:
 
 
 def empty_figures() -> tuple[go.Figure, go.Figure, go.Figure]:
-    return placeholder(EMPTY_HISTOGRAM, 340), placeholder(EMPTY_SAMPLES, 420), placeholder(EMPTY_CURVES, 300)
+    return placeholder(EMPTY_HISTOGRAM, 360, width=42), placeholder(EMPTY_SAMPLES, 440), placeholder(EMPTY_CURVES, 300)
