@@ -1,4 +1,9 @@
-"""FLOPs per image, counted with `torch.utils.flop_counter.FlopCounterMode` (docs/method.md §4.5)."""
+"""FLOPs per image, counted with `torch.utils.flop_counter.FlopCounterMode` (docs/method.md §4.5).
+
+The counter counts the multiply-adds of matrix products and convolutions (2 FLOPs each), not elementwise
+work (activations, norms, bias adds, sinusoidal embeddings): the usual convention of FLOPs-per-image
+figures. A closed-form velocity with no matrix product (the exact toy mixture) counts 0.
+"""
 
 from __future__ import annotations
 
@@ -13,3 +18,8 @@ def forward_flops(network: nn.Module, *inputs: torch.Tensor) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         network(*inputs)
     return counter.get_total_flops() / len(inputs[0])
+
+
+def flops_per_image(base: float, num_inference_steps: int, correction: float = 0.0, correction_steps: int = 0) -> float:
+    """`m × FLOPs(correction) + K × FLOPs(base)`: the compute of one sample of `G_K(c_m(ε))`."""
+    return correction_steps * correction + num_inference_steps * base

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from pgraft.correction import CorrectionConfig, CorrectionFlow, corrected_sample, train_correction_iter
-from pgraft.flops import forward_flops
+from pgraft.flops import flops_per_image, forward_flops
 from pgraft.inc_quality import Quality, make_quality
 from pgraft.inversion import Inversion, InversionError, invert_iter
 from pgraft.models.base import DiffusionModel
@@ -209,7 +209,7 @@ def count_flops(model: DiffusionModel, config: IncConfig) -> dict[str, float]:
 
 
 def _row(result: IncResult, quality: Quality, k: int, m: int, samples: torch.Tensor) -> dict[str, Any]:
-    flops = k * result.flops["base"] + m * result.flops["correction"]
+    flops = flops_per_image(result.flops["base"], k, result.flops["correction"], m)
     method = "corrected" if m else "base"
     row = {"method": method, "num_inference_steps": k, "correction_steps": m, "nfe": k + m, "flops_per_image": flops}
     return {**row, **quality.score(samples)}

@@ -137,7 +137,7 @@ def test_a_stiff_learned_flow_with_too_few_steps_fails_or_drops(learned_flow: Di
     with pytest.raises(InversionError, match="does not contract at sampler step"):
         invert(learned_flow, x, 4)
     inv = invert(learned_flow, x, 4, on_failure="drop")
-    assert 0 < int(inv.failed.sum()) < len(x)  # measured: 30 % of real samples fail at K = 4
+    assert 0 < int(inv.failed.sum()) < len(x)  # measured: 186 of these 500 fail at K = 4 (43 at K = 8)
     assert sum(s.failed for s in inv.steps) == int(inv.failed.sum())
     back = euler_sample(learned_flow, inv.kept, 4)
     assert (back - x[~inv.failed]).abs().max() <= 5 * 4 * TOL

@@ -220,10 +220,19 @@ def build_tab(ctx: TabContext) -> None:
         handlers.run,
         [model, train_steps, steps, correction_steps, invert, samples, correction_train, seed],
         [status, *view_outputs, state, view_k, view_m, files],
+        api_name="inc",
         concurrency_id=ctx.heavy_concurrency_id,
         concurrency_limit=ctx.heavy_concurrency_limit,
     )
-    stop.click(handlers.stop, None, status, concurrency_limit=None)
+    stop.click(handlers.stop, None, status, api_name="inc_stop", concurrency_limit=None)
     for control in (view_k, view_m):
-        control.change(handlers.view, [state, view_k, view_m], view_outputs, concurrency_limit=None)
-    model.change(model_changed, model, [train_steps, steps, correction_steps, invert], concurrency_limit=None)
+        control.change(
+            handlers.view, [state, view_k, view_m], view_outputs, api_visibility="undocumented", concurrency_limit=None
+        )
+    model.change(
+        model_changed,
+        model,
+        [train_steps, steps, correction_steps, invert],
+        api_visibility="undocumented",
+        concurrency_limit=None,
+    )
