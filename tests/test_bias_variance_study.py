@@ -174,7 +174,8 @@ def _tab_demo():
             model = gr.Dropdown(["toy2d-exact"], value="toy2d-exact")
             reward = gr.Dropdown(["x"], value="x")
             cutoff = gr.Slider(0.05, 0.95, value=0.4)
-        ctx = TabContext("cpu", "heavy", 1, model, reward, cutoff, tabs, "rounds")
+            method = gr.Radio(["graft", "pgraft"], value="graft")
+        ctx = TabContext("cpu", "heavy", 1, model, reward, cutoff, method, tabs, "rounds")
         with gr.Tab("Bias–variance", id="bias-variance"):
             build_tab(ctx)
     return demo
@@ -196,8 +197,10 @@ def test_tab_handlers_stream_recommend_and_validate():
     assert any("Cutoff 0.3 done" in s for s in statuses) and statuses[-1].startswith("**Done.** Recommended")
     state = outs[-1][4]
     assert state["recommended"] in (0.0, 0.3, 0.6) and len(state["curves"]) == 2
-    slider, tab = use_recommended({"recommended": 0.3}, "rounds")
-    assert slider["value"] == 0.3 and tab.selected == "rounds"
+    slider, method, tab = use_recommended({"recommended": 0.3}, "rounds")
+    assert slider["value"] == 0.3 and method["value"] == "pgraft" and tab.selected == "rounds"
+    slider, method, _ = use_recommended({"recommended": 0.0}, "rounds")
+    assert "value" not in slider and method["value"] == "graft"  # cutoff 0 is GRAFT: the slider is left alone
     with pytest.warns(UserWarning, match="outside the slider"):
         assert use_recommended({"recommended": 0.99}, "rounds", (0.05, 0.95))[0]["value"] == 0.95
     with pytest.raises(gr.Error):

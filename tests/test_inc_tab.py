@@ -78,9 +78,10 @@ def test_tab_builds_and_runs_heavy_events_on_the_shared_queue() -> None:
     with gr.Blocks() as demo, gr.Tabs() as tabs:
         with gr.Tab("Rounds", id="rounds"):
             model, reward, cutoff = gr.Dropdown(["toy2d"]), gr.Dropdown(["x"]), gr.Slider(0, 1)
-        ctx = TabContext("cpu", "heavy", 1, model, reward, cutoff, tabs, "rounds")
+            method = gr.Radio(["graft", "pgraft"])
+        ctx = TabContext("cpu", "heavy", 1, model, reward, cutoff, method, tabs, "rounds")
         with gr.Tab("Inverse noise correction", id="inc"):
             build_tab(ctx)
     heavy = [fn for fn in demo.fns.values() if getattr(fn, "concurrency_id", None) == "heavy"]
     assert len(heavy) == 1 and heavy[0].concurrency_limit == 1
-    assert heavy[0].fn.__name__ == "run"
+    assert heavy[0].fn.__name__ == "run" and heavy[0].api_name == "inc"

@@ -108,6 +108,7 @@ def build_demo(device: str = "auto", sessions_root: Path | None = None, warm: bo
                 rounds_model=rounds["model"],
                 rounds_reward=rounds["reward"],
                 rounds_cutoff=rounds["cutoff"],
+                rounds_method=rounds["method"],
                 tabs=tabs,
                 rounds_tab_id=ROUNDS_TAB_ID,
             )

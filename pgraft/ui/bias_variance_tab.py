@@ -3,7 +3,7 @@
 A thin layer over `pgraft.cutoff_study`: the handlers turn the controls into a `RunConfig`, a `CurveSpec`
 and a `SweepSpec` (which validate), iterate `study_iter`, and map its events to the plot, the tables and
 the status line. The base model and reward follow the Rounds tab; "Use recommended cutoff" writes the
-sweep's recommendation into the Rounds tab's cutoff slider and switches to that tab.
+sweep's recommendation into the Rounds tab's method and cutoff and switches to that tab.
 """
 
 from __future__ import annotations
@@ -207,19 +207,20 @@ def redraw(data: dict[str, Any] | None, selected: float | None) -> Any:
 
 def use_recommended(
     data: dict[str, Any] | None, rounds_tab_id: str, bounds: tuple[float, float] = (0.0, 1.0)
-) -> tuple[Any, Any]:
-    """The recommended cutoff for the Rounds tab's slider (kept within its `bounds`), and the switch there."""
+) -> tuple[Any, Any, Any]:
+    """The recommendation carried to the Rounds tab: its cutoff slider (kept within `bounds`), its method
+    (cutoff 0 is GRAFT), and the switch there."""
     rec = (data or {}).get("recommended")
     if rec is None:
         raise gr.Error("No recommendation yet: run the study with the sweep ticked first.", title="Nothing to use")
     if rec == 0:
-        gr.Warning("The sweep recommends GRAFT (cutoff 0): choose the GRAFT method in the Rounds tab.")
-        return gr.update(), gr.Tabs(selected=rounds_tab_id)
+        gr.Info("The sweep recommends GRAFT (cutoff 0): the Rounds tab is set to GRAFT.")
+        return gr.update(), gr.update(value="graft"), gr.Tabs(selected=rounds_tab_id)
     value = min(max(float(rec), bounds[0]), bounds[1])
     if value != rec:
         gr.Warning(f"The recommended cutoff {rec:g} lies outside the slider; set to {value:g}.")
-    gr.Info(f"Cutoff {value:g} set in the Rounds tab; the P-GRAFT method uses it.")
-    return gr.update(value=value), gr.Tabs(selected=rounds_tab_id)
+    gr.Info(f"P-GRAFT with cutoff {value:g} set in the Rounds tab.")
+    return gr.update(value=value), gr.update(value="pgraft"), gr.Tabs(selected=rounds_tab_id)
 
 
 def build_tab(ctx: TabContext) -> None:
@@ -284,7 +285,7 @@ def build_tab(ctx: TabContext) -> None:
     )
     ctx.rounds_cutoff.change(redraw, [data, ctx.rounds_cutoff], plot, **light)
     bounds = (float(getattr(ctx.rounds_cutoff, "minimum", 0.0)), float(getattr(ctx.rounds_cutoff, "maximum", 1.0)))
-    use_outputs = [ctx.rounds_cutoff, ctx.tabs]
+    use_outputs = [ctx.rounds_cutoff, ctx.rounds_method, ctx.tabs]
     c["use"].click(lambda d: use_recommended(d, ctx.rounds_tab_id, bounds), data, use_outputs, **light)
 
 

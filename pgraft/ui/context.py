@@ -27,6 +27,8 @@ class TabContext:
     """The Rounds tab's reward `gr.Dropdown`."""
     rounds_cutoff: Any
     """The Rounds tab's cutoff `gr.Slider`: a tab may output a recommended cutoff into it."""
+    rounds_method: Any
+    """The Rounds tab's method `gr.Radio` ("graft" / "pgraft"): set it together with a recommended cutoff."""
     tabs: Any
     """The app's `gr.Tabs`: output `gr.Tabs(selected=ctx.rounds_tab_id)` to switch to the Rounds tab."""
     rounds_tab_id: str
