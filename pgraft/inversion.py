@@ -106,7 +106,7 @@ def euler_sample(
     process = model.process
     device = model.device
     out = torch.empty_like(z, dtype=torch.float32, device="cpu")
-    size = batch_size or model.sample_batch_size
+    size = batch_size or model.sampling_batch_size
     for lo in range(0, len(z), size):
         x = z[lo : lo + size].to(device)
         scheduler = process.make_scheduler(num_inference_steps)
@@ -215,7 +215,7 @@ def invert_iter(
         raise ValueError(f"--on-failure: {on_failure!r} is invalid; allowed: raise, drop")
     timesteps, sigmas = flow_grid(model, num_inference_steps)
     num_steps = len(timesteps)
-    size = batch_size or model.sample_batch_size
+    size = batch_size or model.sampling_batch_size
     n_batches = max(1, -(-len(x) // size))
     noises = torch.full(x.shape, float("nan"))
     failed = torch.zeros(len(x), dtype=torch.bool)

@@ -202,7 +202,6 @@ class RoundRunner:
             finetuned=finetuned,
             cutoff=cfg.cutoff if cfg.method == "pgraft" else None,
             cond=all_cond,
-            batch_size=self.setup.base.sample_batch_size,
         )
         while True:
             try:

@@ -89,7 +89,7 @@ def sample_iter(
     finetuned: DiffusionModel | None = None,
     cutoff: float | None = None,
     cond: torch.Tensor | None = None,
-    batch_size: int = 4096,
+    batch_size: int | None = None,
 ) -> Generator[SamplingProgress, None, Trajectory]:
     """Draw one sample per seed; with `finetuned`, it runs every step at `t > cutoff` (cutoff 0: all steps).
 
@@ -111,6 +111,7 @@ def sample_iter(
     n = len(seeds)
     samples = torch.empty(n, *base.sample_shape)
     x_cut = torch.empty(n, *base.sample_shape) if use_cut else None
+    batch_size = batch_size or base.sampling_batch_size
     n_batches = max(1, -(-n // batch_size))
     for b in range(n_batches):
         lo, hi = b * batch_size, min(n, (b + 1) * batch_size)

@@ -148,7 +148,7 @@ class BaseModels:
         if base.conditional and base.encode_prompts is not None and prompts:
             labels = [p for p in prompts for _ in range(RANGE_SAMPLES)]
             cond = base.encode_prompts(labels)
-        traj = sample(base, seeds, RANGE_STEPS, cond=cond, batch_size=base.sample_batch_size)
+        traj = sample(base, seeds, RANGE_STEPS, cond=cond)
         values = score(fn, traj.samples, labels).numpy()
         with self._lock:
             self._rewards[key] = values
