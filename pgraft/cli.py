@@ -28,6 +28,7 @@ SHOWN = (
     "loglik",
     "modes_covered",
     "fid_real",
+    "confident",
     "finetune_loss",
 )
 
@@ -203,14 +204,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_rewards(args: argparse.Namespace) -> int:
     from pgraft.models import get_model_spec
-    from pgraft.rewards import REWARDS, rewards_for
+    from pgraft.rewards import REWARDS, rewards_for, sample_view
 
-    domain = get_model_spec(args.model).domain
+    model = get_model_spec(args.model)
+    domain = model.domain
     for name in rewards_for(domain):
-        spec = REWARDS[name]
-        params = ", ".join(f"{k}={v}" for k, v in spec.params.items())
-        print(f"{name:16s} {spec.description}" + (f"  [args: {params}]" if params else ""))
-    print("module:function   your own reward: a callable taking the samples tensor, returning (N,) floats")
+        reward = REWARDS[name]
+        params = ", ".join(f"{k}={v}" for k, v in reward.params.items())
+        print(f"{name:16s} {reward.description}" + (f"  [args: {params}]" if params else ""))
+    print(f"module:function  your own reward: takes {sample_view(domain).description}, returns one float per sample")
+    if model.conditional:
+        print("                 (a second argument, if it has one, receives each sample's prompt)")
     return 0
 
 

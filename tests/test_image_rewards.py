@@ -115,6 +115,24 @@ def test_reward_arguments_and_prompt_needs_are_checked():
         make_reward("ink", "toy2d")
 
 
+def test_a_user_image_reward_sees_pixels_in_unit_range_and_the_prompts(tmp_path, monkeypatch):
+    (tmp_path / "user_image_reward.py").write_text(
+        "def ink(x):\n    return x.flatten(1).mean(1)\n\n"
+        "def wants_seven(x, prompts):\n    return x.new_tensor([float(p == 'a 7') for p in prompts])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model_scale = to_model(unit_images(np.zeros((8, 8)), np.ones((8, 8)), np.full((8, 8), 0.25)))
+    user = make_reward("user_image_reward:ink", "digits", allow_import=True)
+    # the same pixels the built-in rewards see: blank 0, filled 1 (not the model's -1 and 1)
+    torch.testing.assert_close(score(user, model_scale), torch.tensor([0.0, 1.0, 0.25], dtype=torch.float64))
+    torch.testing.assert_close(score(user, model_scale), score(reward("ink"), model_scale))
+    prompted = make_reward("user_image_reward:wants_seven", "digits", allow_import=True)
+    assert prompted.takes_prompts
+    assert score(prompted, model_scale, ["a 7", "3", "a 7"]).tolist() == [1.0, 0.0, 1.0]
+    toy = make_reward("user_image_reward:ink", "toy2d", allow_import=True)  # the toy's points arrive as they are
+    assert score(toy, torch.tensor([[-1.0, -3.0]])).tolist() == [-2.0]
+
+
 def test_frechet_distance_matches_the_closed_form_of_two_gaussians():
     # commuting (diagonal) covariances: |mu1 - mu2|^2 + sum (sqrt a - sqrt b)^2
     mu1, mu2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, -1.0, 2.0])

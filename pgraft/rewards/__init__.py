@@ -47,13 +47,32 @@ class RewardSpec:
     takes_prompts: bool = False
 
 
+@dataclass(frozen=True)
+class SampleView:
+    """What a user reward of a domain is called with: `convert` of the model's samples, described for help."""
+
+    description: str
+    convert: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 REWARDS: dict[str, RewardSpec] = {}
+SAMPLE_VIEWS: dict[str, SampleView] = {}
 
 USER_REWARD = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def register_reward(name: str, spec: RewardSpec) -> None:
     REWARDS[name] = spec
+
+
+def register_sample_view(domain: str, view: SampleView) -> None:
+    """Declare what user rewards of `domain` receive (default: the model's samples as they are)."""
+    SAMPLE_VIEWS[domain] = view
+
+
+def sample_view(domain: str) -> SampleView:
+    _ensure_builtin()
+    return SAMPLE_VIEWS.get(domain, SampleView("the model's samples tensor"))
 
 
 def rewards_for(domain: str) -> list[str]:
@@ -87,7 +106,7 @@ def make_reward(
             raise ValueError(
                 f"reward: {name!r} looks like module:function; user rewards are only allowed from the command line"
             )
-        return _import_reward(name)
+        return _import_reward(name, domain)
     if name not in REWARDS:
         raise ValueError(f"reward: unknown {name!r}; choose one of {rewards_for(domain)} or give module:function")
     spec = REWARDS[name]
@@ -106,7 +125,9 @@ def make_reward(
     return Reward(f"{name}({shown})" if shown else name, domain, fn, spec.description, spec.takes_prompts)
 
 
-def _import_reward(target: str) -> Reward:
+def _import_reward(target: str, domain: str) -> Reward:
+    """A user's `module:function`, called with the domain's sample view (digits: pixels in [0, 1], like the
+    built-in image rewards), and with the prompts when it takes a second argument."""
     if not USER_REWARD.match(target):
         raise ValueError(f"reward: {target!r} is not of the form module:function")
     module_name, func_name = target.split(":")
@@ -121,6 +142,10 @@ def _import_reward(target: str) -> Reward:
         n_params = len(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         n_params = 1
+    convert = sample_view(domain).convert
+    if convert is not None:
+        user_fn = fn
+        fn = (lambda x, prompts: user_fn(convert(x), prompts)) if n_params >= 2 else (lambda x: user_fn(convert(x)))
     return Reward(target, "user", fn, f"user reward {target}", takes_prompts=n_params >= 2)
 
 

@@ -3,7 +3,8 @@
 Scale: the engine calls a reward with the model's samples `(N, 1, 8, 8)` in [-1, 1]. Each reward here
 converts them once, with `to_unit` ((x + 1) / 2, clamped to [0, 1]), and then works on pixels in [0, 1];
 the pixel functions (`ink`, `thickness`, ...) take `(N, C, H, W)` floats in [0, 1] and can be used on any
-image. A user reward `module:function` receives the samples as the engine has them, in [-1, 1].
+image. A user reward `module:function` of the digits domain receives the same pixels in [0, 1] (and the
+prompts, when it takes a second argument).
 
 | reward | value |
 |---|---|
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pgraft.rewards import RewardFn, RewardSpec, register_reward
+from pgraft.rewards import RewardFn, RewardSpec, SampleView, register_reward, register_sample_view
 
 JPEG_QUALITY = 95
 
@@ -142,3 +143,4 @@ register_reward(
 register_reward(
     "jpeg-incompressibility", RewardSpec(_jpeg(1.0), "digits", "the JPEG size in bytes (larger files score higher)")
 )
+register_sample_view("digits", SampleView("an (N, 1, 8, 8) tensor of pixels in [0, 1]", _unit))

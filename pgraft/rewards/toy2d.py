@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from pgraft.rewards import RewardFn, RewardSpec, register_reward
+from pgraft.rewards import RewardFn, RewardSpec, SampleView, register_reward, register_sample_view
 
 
 def _coordinate(index: int) -> RewardFn:
@@ -58,3 +58,4 @@ register_reward(
         {"radius": 2.0},
     ),
 )
+register_sample_view("toy2d", SampleView("an (N, 2) tensor of points"))
