@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--steps", type=int, default=None)
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped asset path)")
-    pre.add_argument("--size", default="default", help="digits UNet size: default (shipped) or tiny (tests)")
+    pre.add_argument(
+        "--size", default="default", help="digits UNet size: default (shipped), deep (the next size up) or tiny (tests)"
+    )
     pre.add_argument("--eval-samples", type=int, default=1000, help="digits: samples judged for the model card")
     sub.add_parser("models", help="list the registered base models")
     rw = sub.add_parser("rewards", help="list the rewards of a model's domain")

@@ -75,7 +75,7 @@ def _digits_loader(name: str) -> Callable[..., DiffusionModel]:
 
 MODELS.update(
     {
-        "digits": ModelSpec(_digits_loader("digits"), "digits", "8x8 digits, UNet2DModel DDPM (918 k parameters)"),
+        "digits": ModelSpec(_digits_loader("digits"), "digits", "8x8 digits, UNet2DModel DDPM (651 k parameters)"),
         "digits-prompted": ModelSpec(
             _digits_loader("digits-prompted"),
             "digits",
@@ -83,7 +83,7 @@ MODELS.update(
             conditional=True,
         ),
         "digits-flow": ModelSpec(
-            _digits_loader("digits-flow"), "digits", "8x8 digits, UNet2DModel rectified flow (918 k parameters)"
+            _digits_loader("digits-flow"), "digits", "8x8 digits, UNet2DModel rectified flow (651 k parameters)"
         ),
     }
 )

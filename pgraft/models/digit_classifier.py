@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pgraft.models.cards import machine_record
 from pgraft.models.digits import ASSETS, digits_split
 
 CLASSIFIER_NAME = "digits-classifier"
@@ -92,6 +93,7 @@ def train_classifier(
         "held_out_accuracy": round(float((pred == split.held_y).double().mean()), 4),
         "held_out_size": len(split.held_y),
         "train_size": len(split.train_y),
+        **machine_record(),
     }
     return net, info
 
