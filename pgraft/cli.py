@@ -132,8 +132,7 @@ def _print_row(metrics: dict[str, Any], header: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from pgraft.cli_progress import StageBar
     from pgraft.rewards import RewardError
     from pgraft.rounds import Cancelled, Finished, Notice, Progress, RoundResult, RoundRunner
 
@@ -146,20 +145,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{runner.setup.rule.describe()}, {config.rounds} rounds of {config.samples} samples -> {out}",
         flush=True,
     )
-    bar = None
+    bar = StageBar(quiet=args.quiet)
     header = True
     try:
         for ev in runner.run():
-            if isinstance(ev, Progress) and not args.quiet:
-                if bar is None or bar.desc != f"round {ev.round} {ev.stage}":
-                    if bar is not None:
-                        bar.close()
-                    bar = tqdm(total=ev.total, desc=f"round {ev.round} {ev.stage}", leave=False, file=sys.stderr)
-                bar.update(ev.done - bar.n)
+            if isinstance(ev, Progress):
+                bar.update(f"round {ev.round} {ev.stage}", ev.done, ev.total)
             elif isinstance(ev, RoundResult):
-                if bar is not None:
-                    bar.close()
-                    bar = None
+                bar.close()
                 _print_row(ev.metrics, header)
                 header = False
             elif isinstance(ev, Notice):
@@ -167,8 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             elif isinstance(ev, Cancelled | Finished):
                 break
     except RewardError as exc:
-        if bar is not None:
-            bar.close()
+        bar.close()
         print(
             f"pgraft: error: {exc}. Completed rounds are kept in {out}; no partial round was written.",
             file=sys.stderr,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +70,9 @@ def _fmt(row: dict[str, Any], columns: tuple[str, ...], header: bool) -> str:
 
 
 def cmd_bias_variance(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from pgraft.bias_variance import CurvePoint, CurveProgress, CurveSpec
     from pgraft.cli import config_from_args
+    from pgraft.cli_progress import StageBar
     from pgraft.cutoff_study import StudyFinished, study_iter, write_outputs
     from pgraft.sweep import SweepPoint, SweepProgress, SweepSpec
 
@@ -83,28 +81,23 @@ def cmd_bias_variance(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     curve_spec = CurveSpec(tuple(args.cutoffs), args.states, args.continuations, args.bootstrap, args.level)
     sweep_spec = SweepSpec(tuple(args.cutoffs), True, args.max_realism_loss) if args.sweep else None
-    bar: Any = None
+    bar = StageBar(quiet=args.quiet)
     headers = {"curve": True, "sweep": True}
     result: StudyFinished | None = None
     print(
         f"pgraft: bias-variance on {config.model}, reward {config.reward}, rule {config.rule} -> {args.out}", flush=True
     )
     for ev in study_iter(config, curve_spec, sweep_spec, allow_import=True, exact_points=args.exact_points):
-        if isinstance(ev, CurveProgress | SweepProgress) and not args.quiet:
+        if isinstance(ev, CurveProgress | SweepProgress):
             desc = ev.stage if isinstance(ev, CurveProgress) else f"sweep t={ev.cutoff:g} round {ev.round} {ev.stage}"
-            if bar is None or bar.desc != desc:
-                if bar is not None:
-                    bar.close()
-                bar = tqdm(total=ev.total, desc=desc, leave=False, file=sys.stderr)
-            bar.update(ev.done - bar.n)
+            bar.update(desc, ev.done, ev.total)
         elif isinstance(ev, CurvePoint | SweepPoint):
             kind = "curve" if isinstance(ev, CurvePoint) else "sweep"
             print(_fmt(ev.row, CURVE_COLUMNS if kind == "curve" else SWEEP_COLUMNS, headers[kind]), flush=True)
             headers[kind] = False
         elif isinstance(ev, StudyFinished):
             result = ev
-    if bar is not None:
-        bar.close()
+    bar.close()
     assert result is not None
     files = write_outputs(args.out, result)
     if result.recommendation is not None:

@@ -54,15 +54,14 @@ def _print_table(table: Any) -> None:
 
 
 def cmd_inc(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from pgraft.cli_progress import StageBar
     from pgraft.inc import IncNotice, IncProgress, run_inc_iter
     from pgraft.inc_report import write_outputs
 
     config = config_from_args(args)
     out = args.out or Path("runs") / f"inc-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"pgraft inc: {config.model}, K in {list(config.steps)}, m in {list(config.correction_steps)} -> {out}")
-    bar: Any = None
+    bar = StageBar(quiet=args.quiet)
     gen = run_inc_iter(config)
     while True:
         try:
@@ -72,15 +71,9 @@ def cmd_inc(args: argparse.Namespace) -> int:
             break
         if isinstance(ev, IncNotice):
             print(f"warning: {ev.message}", file=sys.stderr)
-        elif isinstance(ev, IncProgress) and not args.quiet:
-            desc = f"K={ev.steps} {ev.stage}"
-            if bar is None or bar.desc != desc:
-                if bar is not None:
-                    bar.close()
-                bar = tqdm(total=ev.total, desc=desc, leave=False, file=sys.stderr)
-            bar.update(ev.done - bar.n)
-    if bar is not None:
-        bar.close()
+        elif isinstance(ev, IncProgress):
+            bar.update(f"K={ev.steps} {ev.stage}", ev.done, ev.total)
+    bar.close()
     _print_table(result.table())
     written = write_outputs(result, out)
     print(f"done: {len(written)} files in {out} (quality_vs_flops.csv, diagnostics.json, report.html, ...)")

@@ -22,6 +22,7 @@ METHODS = ("graft", "pgraft")
 ANCHORINGS = ("intermediate", "final")
 SAMPLERS = ("ddpm", "ddim")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DEFAULT_PREVIEW = 512
 
 
 def _help(text: str, **kw: Any) -> Any:
@@ -65,7 +66,11 @@ class RunConfig:
     finetune_steps: int = _help("fine-tuning steps per round", default=300)
     batch_size: int = _help("fine-tuning batch size", default=512)
     lr: float = _help("fine-tuning learning rate", default=1e-3)
-    preview: int = _help("samples drawn from the same seeds every round, for before/after views", default=512)
+    preview: int = _help(
+        f"samples (per prompt) drawn from the same seeds every round, for before/after views "
+        f"(default: {DEFAULT_PREVIEW}, or --samples if fewer)",
+        default=None,
+    )
     seed: int = _help("seed of everything random in the run", default=0)
     device: str = _help("auto, cpu, cuda, cuda:N or mps", default="auto")
 
@@ -73,6 +78,12 @@ class RunConfig:
         def bad(flag: str, value: Any, allowed: str) -> ValueError:
             return ValueError(f"--{flag.replace('_', '-')}: {value!r} is invalid; {allowed}")
 
+        if self.preview is None:  # frozen: resolve the default in place, so config.yaml holds the number
+            object.__setattr__(
+                self,
+                "preview",
+                min(DEFAULT_PREVIEW, self.samples) if isinstance(self.samples, int) else DEFAULT_PREVIEW,
+            )
         if self.method not in METHODS:
             raise bad("method", self.method, f"choose one of {list(METHODS)}")
         if self.rule not in RULES:

@@ -111,6 +111,15 @@ def test_bad_input_exits_nonzero_before_any_work(tmp_path, capsys, args, needle)
     assert not (out / "rounds").exists()
 
 
+def test_the_preview_follows_a_small_sample_count_unless_given():
+    from pgraft.config import RunConfig
+
+    assert RunConfig().preview == 512 and RunConfig(samples=256).preview == 256
+    assert "preview: 256" in RunConfig(samples=256).to_yaml()  # the config file holds the number
+    with pytest.raises(ValueError, match=r"--preview: 300 is invalid; it must be <= --samples \(256\)"):
+        RunConfig(samples=256, preview=300)
+
+
 def test_bad_number_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--cutoff", "half"])
