@@ -20,13 +20,13 @@ import time
 from typing import Any
 
 import torch
+from round_parts import print_parts, round_parts
 
 from pgraft.config import RunConfig
 from pgraft.flops import forward_flops
 from pgraft.models import DiffusionModel, load_model
 from pgraft.models.digits import build_digits_model, to_unit, unet_config
 from pgraft.models.digits_training import classify
-from pgraft.rounds import RoundRunner, run_to_end
 from pgraft.sampling import sample, sample_seeds
 
 
@@ -35,9 +35,6 @@ def app_round(model: str = "digits") -> dict[str, Any]:
     from pgraft.ui.controls import default_reward, domain_defaults
 
     return {**domain_defaults(model), "model": model, "reward": default_reward(model), "rounds": 1, "device": "cpu"}
-
-
-PARTS = ("time_finetune", "time_sampling", "time_scoring", "time_acceptance", "time_metrics")
 
 
 def diffusers_pipeline(model: DiffusionModel, steps: int) -> Any:
@@ -93,24 +90,13 @@ def compare(model: DiffusionModel, n: int, steps: int, eta: float, repeats: int)
 
 def default_round(repeats: int) -> None:
     cfg = RunConfig(**app_round())
-    runner = RoundRunner(cfg)
-    rows: dict[str, list[float]] = {p: [] for p in (*PARTS, "round_total")}
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        results = run_to_end(runner)
-        total = time.perf_counter() - t0
-        m0, m1 = results[0].metrics, results[1].metrics
-        for p in PARTS:
-            rows[p].append(m1.get(p, 0.0))
-        rows["round_total"].append(total - sum(m0.get(p, 0.0) for p in PARTS))
+    parts = round_parts(cfg, repeats)
     print(
         f"\none default digits round: {cfg.samples} samples + {cfg.preview} preview x {cfg.num_inference_steps} "
         f"steps, {cfg.finetune_steps} fine-tuning steps at batch {cfg.batch_size}, reward {cfg.reward}, "
         f"median of {repeats}"
     )
-    print(f"{'part':<18}{'seconds':>10}")
-    for p, values in rows.items():
-        print(f"{p.removeprefix('time_'):<18}{statistics.median(values):>10.2f}")
+    print_parts(parts)
 
 
 SIZE_CANDIDATES = {

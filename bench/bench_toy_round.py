@@ -9,15 +9,11 @@ candidates plus the preview, scoring, acceptance, metrics). Goal on 2 CPU cores:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from round_parts import print_parts, round_parts
 
 from pgraft.config import RunConfig
-from pgraft.rounds import RoundRunner, run_to_end
-
-PARTS = ("time_finetune", "time_sampling", "time_scoring", "time_acceptance", "time_metrics")
 
 
 def main() -> None:
@@ -38,24 +34,13 @@ def main() -> None:
         rounds=1,
         device="cpu",
     )
-    runner = RoundRunner(cfg)  # model loading and the exact reference are set-up, not round time
-    rows: dict[str, list[float]] = {p: [] for p in (*PARTS, "round_total")}
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        results = run_to_end(runner)
-        total = time.perf_counter() - t0
-        m0, m1 = results[0].metrics, results[1].metrics
-        for p in PARTS:
-            rows[p].append(m1.get(p, 0.0))
-        rows["round_total"].append(total - sum(m0.get(p, 0.0) for p in PARTS))
+    parts = round_parts(cfg, args.repeats)
     print(
         f"toy round ({args.method}, 4096 samples x 100 steps + {args.preview} preview, 300 fine-tuning steps "
         f"at batch {cfg.batch_size}), torch threads {torch.get_num_threads()}, median of {args.repeats}"
     )
-    print(f"{'part':<18}{'seconds':>10}")
-    for p, values in rows.items():
-        print(f"{p.removeprefix('time_'):<18}{statistics.median(values):>10.3f}")
-    verdict = "meets" if statistics.median(rows["round_total"]) < 3.0 else "misses"
+    print_parts(parts, decimals=3)
+    verdict = "meets" if parts["round_total"] < 3.0 else "misses"
     print(f"goal: whole round < 3 s on 2 CPU cores -> {verdict}")
 
 

@@ -48,14 +48,17 @@ def _reward_arg(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
+def add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    """One flag per `RunConfig` field (its name with dashes, its help and default), except those in `skip`.
+    Flags that are not given stay unset, so a `--config` file's values are not overridden by defaults."""
     from pgraft.config import RunConfig
 
     for f in dataclasses.fields(RunConfig):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f.metadata.get("help", "") + (f" (default: {default})" if default is not None else "")
-        tp = _field_type(f.name)
         if f.name == "reward_args":
             p.add_argument(
                 "--reward-arg",
@@ -69,7 +72,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         elif f.name == "prompts":
             p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, help=help_text)
         else:
-            p.add_argument(flag, type=tp, default=argparse.SUPPRESS, help=help_text)
+            p.add_argument(flag, type=_field_type(f.name), default=argparse.SUPPRESS, help=help_text)
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    add_config_flags(p)
     p.add_argument("--config", type=Path, help="YAML file with the same option names; flags override it")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<model>-<method>-<timestamp>)")
     mode = p.add_mutually_exclusive_group()

@@ -10,7 +10,6 @@ and `recommendation.json` (with `--sweep`) and `bias_variance.html` (a standalon
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +20,10 @@ SWEEP_COLUMNS = ("cutoff", "final_reward", "realism_final", "realism_loss", "can
 
 def add_parser(sub: Any) -> None:
     """Register the `bias-variance` subcommand on the `pgraft` subparsers."""
-    from pgraft.cli import _field_type, _reward_arg
-    from pgraft.config import RunConfig
+    from pgraft.cli import add_config_flags
 
     p = sub.add_parser("bias-variance", help="bias-variance curves across cutoffs (and the end-to-end sweep)")
-    for f in dataclasses.fields(RunConfig):
-        if f.name in SKIPPED:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if f.name == "reward_args":
-            p.add_argument(
-                "--reward-arg",
-                dest="reward_args",
-                action="append",
-                type=_reward_arg,
-                default=argparse.SUPPRESS,
-                help=help_text,
-                metavar="KEY=VALUE",
-            )
-        elif f.name == "prompts":
-            p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, help=help_text)
-        else:
-            p.add_argument(flag, type=_field_type(f.name), default=argparse.SUPPRESS, help=help_text)
+    add_config_flags(p, skip=frozenset(SKIPPED))
     p.add_argument("--config", type=Path, help="YAML file of run options (as for pgraft run); flags override it")
     p.add_argument("--cutoffs", type=float, nargs="+", required=True, help="cutoffs t in (0, 1), snapped to the grid")
     p.add_argument("--states", type=int, default=256, help="M: base states per cutoff (>= 2)")
