@@ -36,7 +36,7 @@ DOMAIN = "digits"
 DIGIT_MODELS = ("digits", "digits-prompted", "digits-flow")
 SPLIT_SEED = 0
 HELD_OUT_FRACTION = 0.2
-SAMPLE_BATCH_SIZE = 512
+SAMPLE_BATCH_SIZE = 512  # on an accelerator (not timed: no GPU was available)
 # On a CPU, 256 rows per UNet call keep the activations in cache: 1,024 samples x 25 steps took 4.8 s in
 # chunks of 256 against 6.2 s in chunks of 512 and 6.5 s as one batch (1 thread; bench/bench_digits_sampler.py).
 CPU_SAMPLE_BATCH_SIZE = 256
