@@ -11,8 +11,11 @@ ruff check pgraft tests bench app.py
 ruff format --check pgraft tests bench app.py
 mypy
 python -m pytest -q "$@"
-# The browser tests (Playwright driving the system's Chromium) run after the default run, when Chromium is
-# installed and no pytest arguments narrowed the run.
-if [ $# -eq 0 ] && command -v chromium >/dev/null 2>&1; then
-  python -m pytest -q -m e2e
+# With no pytest arguments: the slow tests (about a minute on 2 cores), then the browser tests (Playwright
+# driving the system's Chromium) when Chromium is installed.
+if [ $# -eq 0 ]; then
+  python -m pytest -q -m slow
+  if command -v chromium >/dev/null 2>&1; then
+    python -m pytest -q -m e2e
+  fi
 fi

@@ -37,6 +37,9 @@ def page(tmp_path_factory):
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.goto(demo.local_url)
         page.wait_for_selector("#run", timeout=60_000)
+        # The page has settled when the load events have drawn the rule's plot: before that the layout still
+        # moves, and an element screenshot waits for it to stand still (once timed out after 30 s in CI).
+        page.wait_for_selector("#reshaping .js-plotly-plot", timeout=120_000)
         yield page
         browser.close()
     demo.close()
