@@ -67,12 +67,10 @@ def machine_record() -> dict[str, Any]:
 
 def describe_machine(info: dict[str, Any]) -> str:
     """ "with 1 torch thread(s) on a 2-core CPU, load average 1.1 at the end" from a training record."""
-    text = f"with {info['torch_threads']} torch thread(s)" if "torch_threads" in info else ""
-    if "cpu_count" in info:
-        text += f" on a {info['cpu_count']}-core CPU, load average {info['load_average']} at the end"
-    else:  # records written before the load was kept
-        text += " on a shared 2-core CPU (alone on the machine it is several times faster)"
-    return text.strip()
+    return (
+        f"with {info['torch_threads']} torch thread(s) on a {info['cpu_count']}-core CPU, "
+        f"load average {info['load_average']} at the end"
+    )
 
 
 def model_card(model: DiffusionModel, quality: dict[str, Any], command: str) -> str:
