@@ -25,7 +25,7 @@ from round_parts import print_parts, round_parts
 from pgraft.config import RunConfig
 from pgraft.flops import forward_flops
 from pgraft.models import DiffusionModel, load_model
-from pgraft.models.digits import build_digits_model, to_unit, unet_config
+from pgraft.models.digits import build_digits_model, to_unit, unet_config, use_sampling_layout
 from pgraft.models.digits_training import classify
 from pgraft.sampling import sample, sample_seeds
 
@@ -123,7 +123,7 @@ def sizes(repeats: int) -> None:
     print(f"{'UNet':<13}{'params':>10}{'MFLOP/sample':>14}{'sampling':>10}{'fine-tuning':>13}{'round':>8}")
     for label, overrides in SIZE_CANDIDATES.items():
         model = build_digits_model("digits", {**unet_config(), **overrides}).frozen()
-        model.network.to(memory_format=torch.channels_last)  # as `load_digits_model` samples
+        use_sampling_layout(model)  # as `load_digits_model` does
         params = sum(p.numel() for p in model.network.parameters())
         mflop = forward_flops(model.network, torch.zeros(4, 1, 8, 8), torch.full((4,), 500)) / 1e6
         cells: list[list[float]] = [[], []]
