@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pgraft.bias_variance import CurveSpec, grid_levels, run_curves
-from pgraft.config import RunConfig
-from pgraft.rounds import RunSetup, build_setup
+from pgraft.graft.config import RunConfig
+from pgraft.graft.runner import RunSetup, build_setup
+from pgraft.studies.bias_variance.curves import CurveSpec, grid_levels, run_curves
 
 CUTOFFS = tuple(round(0.05 + 0.1 * i, 2) for i in range(10))
 SETTINGS = {  # model -> (reward, num_inference_steps, goal in seconds)
@@ -65,7 +65,7 @@ def bench(model: str, args: argparse.Namespace) -> None:
         if not (args.untrained and model == "digits"):
             print(f"\n{model}: skipped ({exc}); --untrained times its architecture with random weights")
             return
-        from pgraft.models.digits import build_digits_model, unet_config
+        from pgraft.domains.digits.models import build_digits_model, unet_config
 
         print(f"\n{model}: weights missing; timing the shipped architecture with random weights (same cost)")
         setup = build_setup(cfg, base=build_digits_model(model, unet_config("default")).frozen())

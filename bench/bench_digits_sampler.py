@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from round_parts import print_parts, round_parts
 
-from pgraft.config import RunConfig
-from pgraft.flops import forward_flops
-from pgraft.models import DiffusionModel, load_model
-from pgraft.models.digits import build_digits_model, to_unit, unet_config, use_sampling_layout
-from pgraft.models.digits_training import classify
-from pgraft.sampling import sample, sample_seeds
+from pgraft.core.sampling import sample, sample_seeds
+from pgraft.domains.digits.models import build_digits_model, to_unit, unet_config, use_sampling_layout
+from pgraft.domains.digits.training import classify
+from pgraft.graft.config import RunConfig
+from pgraft.inc.flops import forward_flops
+from pgraft.registry import DiffusionModel, load_model
 
 
 def app_round(model: str = "digits") -> dict[str, Any]:
@@ -111,7 +111,7 @@ SIZE_CANDIDATES = {
 def sizes(repeats: int) -> None:
     """The app's default digits round (sampling + fine-tuning) for each UNet size candidate, on random weights
     (speed does not depend on them): the model cards choose the largest size that keeps a round interactive."""
-    from pgraft.finetune import FinetuneData, finetune_iter
+    from pgraft.core.finetune import FinetuneData, finetune_iter
 
     cfg = app_round()
     n, steps = cfg["samples"] + cfg["preview"], cfg["num_inference_steps"]

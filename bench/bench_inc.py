@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from pgraft.correction import train_correction_iter
-from pgraft.inc import IncConfig, IncNotice, load_flow_model, run_inc_iter
-from pgraft.inc_quality import make_quality
-from pgraft.inversion import invert
-from pgraft.models.base import DiffusionModel
+from pgraft.families.small import DiffusionModel
+from pgraft.inc.correction import train_correction_iter
+from pgraft.inc.inversion import invert
+from pgraft.inc.quality import make_quality
+from pgraft.inc.run import IncConfig, IncNotice, load_flow_model, run_inc_iter
 
 
 def pick_model(requested: str, weights: Path | None) -> tuple[IncConfig, DiffusionModel] | None:
@@ -28,7 +28,7 @@ def pick_model(requested: str, weights: Path | None) -> tuple[IncConfig, Diffusi
     config = IncConfig(model=requested)
     try:
         if weights is not None:
-            from pgraft.models.digits import load_digits_model
+            from pgraft.domains.digits.models import load_digits_model
 
             return config, load_digits_model(requested, path=weights)
         return config, load_flow_model(config)

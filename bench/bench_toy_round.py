@@ -13,7 +13,7 @@ import argparse
 import torch
 from round_parts import print_parts, round_parts
 
-from pgraft.config import RunConfig
+from pgraft.graft.config import RunConfig
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from pgraft.config import RunConfig
-from pgraft.rounds import RoundRunner, run_to_end
+from pgraft.graft.config import RunConfig
+from pgraft.graft.runner import RoundRunner, run_to_end
 
 PARTS = ("time_finetune", "time_sampling", "time_scoring", "time_acceptance", "time_metrics")
 

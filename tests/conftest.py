@@ -13,14 +13,14 @@ import torch
 
 @pytest.fixture(scope="session")
 def exact_ring():
-    from pgraft.models import load_model
+    from pgraft.registry import load_model
 
     return load_model("toy2d-exact", dataset="ring8")
 
 
 @pytest.fixture(scope="session")
 def learned_ring():
-    from pgraft.models import load_model
+    from pgraft.registry import load_model
 
     return load_model("toy2d", dataset="ring8")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgraft.acceptance import (
+from pgraft.core.acceptance import (
     BestOfN,
     DedupTopK,
     Quantile,

@@ -9,7 +9,7 @@ import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from pgraft.models import MODELS
+from pgraft.registry import MODELS
 from pgraft.rewards import REWARDS, RewardSpec, register_reward
 
 # Small and quick, and still a clear rise of the x reward on the toy (exact target: 0 -> 2.9 in round 1).
@@ -145,7 +145,7 @@ def test_export_gives_yaml_and_command(app):
 def _digits_missing() -> str | None:
     if "digits" not in MODELS:
         return "the digits models (issue 3) are not registered yet"
-    from pgraft.models.digits import weights_path
+    from pgraft.domains.digits.models import weights_path
 
     if not weights_path("digits").exists():
         return f"the digits weights {weights_path('digits')} are not shipped yet (pgraft pretrain digits)"

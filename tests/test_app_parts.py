@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from pgraft.acceptance import BestOfN, Quantile, Threshold
-from pgraft.cli import build_parser, config_from_args
-from pgraft.config import RunConfig
-from pgraft.exact import Grid2D
-from pgraft.models import MODELS
+from pgraft.cli.main import build_parser, config_from_args
+from pgraft.core.acceptance import BestOfN, Quantile, Threshold
+from pgraft.core.process import VPProcess
+from pgraft.core.sampling import snap_cutoff
+from pgraft.domains.toy2d.exact import Grid2D
+from pgraft.graft.config import RunConfig
 from pgraft.plots.rounds import acceptance_cut, reward_histogram, round_curves, rule_reshaping
 from pgraft.plots.samples import coarsen, mass_level
-from pgraft.process import VPProcess
-from pgraft.sampling import snap_cutoff
+from pgraft.registry import MODELS
 from pgraft.ui.controls import Controls, describe_cutoff, domain_defaults, parse_reward_args
 from pgraft.ui.presets import PRESETS, available_presets
 
@@ -191,8 +191,8 @@ def test_sample_picture_helpers_preserve_mass():
 
 @pytest.mark.skipif("digits-prompted" not in MODELS, reason="the digits models (issue 3) are not registered")
 def test_digit_pictures_mark_accepted_samples_and_show_every_prompt():
-    from pgraft.models.digits import build_digits_model, unet_config
-    from pgraft.rounds import RoundRunner, build_setup, run_to_end
+    from pgraft.domains.digits.models import build_digits_model, unet_config
+    from pgraft.graft.runner import RoundRunner, build_setup, run_to_end
     from pgraft.ui.views import RunView
 
     model = build_digits_model("digits-prompted", unet_config("tiny", conditional=True)).frozen()
@@ -227,7 +227,7 @@ def test_digit_pictures_mark_accepted_samples_and_show_every_prompt():
 
 @pytest.mark.parametrize(("rule", "redrawn"), [("best-of-n", False), ("threshold", True)])
 def test_rule_plot_is_redrawn_only_when_it_depends_on_the_rewards(rule, redrawn):
-    from pgraft.rounds import RoundRunner, build_setup, run_to_end
+    from pgraft.graft.runner import RoundRunner, build_setup, run_to_end
     from pgraft.ui.views import RunView
 
     cfg = RunConfig(

@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from pgraft.bias_variance import (
+from pgraft.core.process import VPProcess
+from pgraft.core.sampling import sample, sample_seeds
+from pgraft.graft.config import RunConfig
+from pgraft.studies.bias_variance.continuations import (
+    PREFIX_STREAM,
+    LevelSamples,
+    ddim_step_per_sample,
+    nested_samples_iter,
+)
+from pgraft.studies.bias_variance.curves import (
     CurveCancelled,
     CurvePoint,
     CurveSpec,
@@ -27,11 +36,7 @@ from pgraft.bias_variance import (
     mid_rank_quantiles,
     run_curves,
 )
-from pgraft.config import RunConfig
-from pgraft.continuations import PREFIX_STREAM, LevelSamples, ddim_step_per_sample, nested_samples_iter
-from pgraft.cutoff_study import attach_exact, exact_table, study_setup
-from pgraft.process import VPProcess
-from pgraft.sampling import sample, sample_seeds
+from pgraft.studies.bias_variance.study import attach_exact, exact_table, study_setup
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
@@ -86,7 +91,7 @@ def test_estimators_recover_known_variances_and_tilt():
 def test_mid_rank_quantiles_and_acceptance_per_prompt():
     r = np.array([[1.0, 2.0], [2.0, 4.0]])
     np.testing.assert_allclose(mid_rank_quantiles(r), [[0.125, 0.5], [0.5, 0.875]])
-    from pgraft.acceptance import BestOfN
+    from pgraft.core.acceptance import BestOfN
 
     strata = np.array([0, 1])
     a = acceptance_probabilities(BestOfN(2), np.array([[1.0, 3.0], [10.0, 20.0]]), strata)
@@ -183,7 +188,7 @@ class CondRecorder(torch.nn.Module):
 def test_continuations_carry_their_states_conditioning_and_timesteps(exact_ring):
     """Per-sample timesteps and conditioning in the batched continuations: every row is evaluated at its own
     level's grid timestep, with the conditioning of the state it continues."""
-    from pgraft.models.base import DiffusionModel
+    from pgraft.families.small import DiffusionModel
 
     rec = CondRecorder(exact_ring.network)
     model = DiffusionModel(rec, exact_ring.process, (2,), "rec", "toy2d", conditional=True)

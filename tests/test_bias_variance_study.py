@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pgraft.acceptance import BestOfN, Quantile
-from pgraft.config import RunConfig
-from pgraft.exact import ExactChain
-from pgraft.exact_curves import ExactCurves
-from pgraft.mixture import ring8
+from pgraft.core.acceptance import BestOfN, Quantile
+from pgraft.domains.toy2d.exact import ExactChain
+from pgraft.domains.toy2d.exact_curves import ExactCurves
+from pgraft.domains.toy2d.mixture import ring8
+from pgraft.graft.config import RunConfig
 from pgraft.rewards import Reward
-from pgraft.sweep import BUDGET_COLUMNS, SweepSpec, recommend, run_sweep
+from pgraft.studies.sweep import BUDGET_COLUMNS, SweepSpec, recommend, run_sweep
 
 X_REWARD = Reward("x", "toy2d", lambda x: x[:, 0].double())
 
@@ -102,7 +102,7 @@ CLI = [
 
 
 def test_cli_writes_curves_sweep_and_a_standalone_plot(tmp_path, capsys):
-    from pgraft.cli import main
+    from pgraft.cli.main import main
 
     args = [*CLI, "--num-inference-steps", "20", "--sweep", "--samples", "128", "--preview", "0"]
     args += ["--rounds", "1", "--finetune-steps", "5", "--batch-size", "64", "--out", str(tmp_path)]
@@ -122,7 +122,7 @@ def test_cli_writes_curves_sweep_and_a_standalone_plot(tmp_path, capsys):
     [(["--states", "1"], "--states"), (["--continuations", "1"], "--continuations"), (["--eta", "0.0"], "--eta")],
 )
 def test_cli_validation_names_the_flag(tmp_path, capsys, extra, flag):
-    from pgraft.cli import main
+    from pgraft.cli.main import main
 
     args = [*CLI, "--out", str(tmp_path), *extra]
     if flag == "--eta":

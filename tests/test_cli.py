@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pgraft.cli import main
+from pgraft.cli.main import main
 
 FAST = [
     "--samples",
@@ -112,7 +112,7 @@ def test_bad_input_exits_nonzero_before_any_work(tmp_path, capsys, args, needle)
 
 
 def test_the_preview_follows_a_small_sample_count_unless_given():
-    from pgraft.config import RunConfig
+    from pgraft.graft.config import RunConfig
 
     assert RunConfig().preview == 512 and RunConfig(samples=256).preview == 256
     assert "preview: 256" in RunConfig(samples=256).to_yaml()  # the config file holds the number

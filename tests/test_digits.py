@@ -5,9 +5,8 @@ import json
 import pytest
 import torch
 
-from pgraft.models import MODELS, load_model
-from pgraft.models.base import read_safetensors_metadata
-from pgraft.models.digits import (
+from pgraft.core.sampling import sample, sample_seeds
+from pgraft.domains.digits.models import (
     build_digits_model,
     digits_split,
     encode_digit_prompts,
@@ -17,8 +16,9 @@ from pgraft.models.digits import (
     to_unit,
     unet_config,
 )
-from pgraft.models.digits_training import classify
-from pgraft.sampling import sample, sample_seeds
+from pgraft.domains.digits.training import classify
+from pgraft.families.small import read_safetensors_metadata
+from pgraft.registry import MODELS, load_model
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_shipped_prompted_weights_draw_the_prompted_digit(prompted):
 
 @pytest.mark.parametrize("name", ["digits", "digits-prompted", "digits-flow"])
 def test_shipped_weights_carry_their_config_and_card(name):
-    from pgraft.models.digits import weights_path
+    from pgraft.domains.digits.models import weights_path
 
     meta = read_safetensors_metadata(weights_path(name))
     assert json.loads(meta["unet_config"])["block_out_channels"] == [32, 64]
@@ -121,7 +121,7 @@ def test_shipped_weights_carry_their_config_and_card(name):
 
 
 def test_pretrain_end_to_end_on_a_tiny_model(tmp_path):
-    from pgraft.cli import main
+    from pgraft.cli.main import main
 
     out = tmp_path / "tiny.safetensors"
     argv = ["pretrain", "digits-prompted", "--size", "tiny", "--steps", "30", "--eval-samples", "20"]
@@ -143,7 +143,7 @@ def test_pretrain_end_to_end_on_a_tiny_model(tmp_path):
 
 def test_weights_after_n_steps_of_a_longer_run_equal_a_run_of_n_steps():
     # The shipped cards rely on it: the schedule never looks at the total number of steps.
-    from pgraft.models.digits_training import train_digits
+    from pgraft.domains.digits.training import train_digits
 
     snapshot = {}
 

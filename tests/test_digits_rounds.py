@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pgraft.cli import main
-from pgraft.config import RunConfig
-from pgraft.rounds import RoundRunner, build_setup, run_to_end
+from pgraft.cli.main import main
+from pgraft.graft.config import RunConfig
+from pgraft.graft.runner import RoundRunner, build_setup, run_to_end
 
 PROMPTS = ["1", "a 5"]
 # One round on the shipped prompted model, small enough for the default test run.
@@ -60,7 +60,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def weak_prompted():
-    from pgraft.models.digits_training import train_digits
+    from pgraft.domains.digits.training import train_digits
 
     with one_thread():
         model, _ = train_digits("digits-prompted", size="tiny", steps=WEAK_STEPS, seed=0)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pgraft.acceptance import BestOfN, Quantile
-from pgraft.exact import ExactChain
-from pgraft.mixture import GaussianMixture
+from pgraft.core.acceptance import BestOfN, Quantile
+from pgraft.domains.toy2d.exact import ExactChain
+from pgraft.domains.toy2d.mixture import GaussianMixture
 from pgraft.rewards import Reward
 
 
@@ -58,7 +58,7 @@ def test_handoff_law_matches_monte_carlo():
     rule = Quantile(0.75)
     chain = ExactChain(mix, X_REWARD, rule, noise_to_signal=s)
     a = rule.acceptance(
-        __import__("pgraft.exact", fromlist=["quantiles_of"]).quantiles_of(chain.base, chain.rewards),
+        __import__("pgraft.domains.toy2d.exact", fromlist=["quantiles_of"]).quantiles_of(chain.base, chain.rewards),
         chain.rewards,
     )
     field = chain._forward(chain.base * a)

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from pgraft.acceptance import Quantile, apply_rule
-from pgraft.finetune import FinetuneData, finetune_iter, training_example
-from pgraft.models.base import DiffusionModel
-from pgraft.process import FlowProcess, VPProcess
-from pgraft.sampling import sample, sample_seeds
+from pgraft.core.acceptance import Quantile, apply_rule
+from pgraft.core.finetune import FinetuneData, finetune_iter, training_example
+from pgraft.core.process import FlowProcess, VPProcess
+from pgraft.core.sampling import sample, sample_seeds
+from pgraft.families.small import DiffusionModel
 
 
 def _run(gen):
@@ -28,7 +28,7 @@ class TimeRecorder(nn.Module):
 
 @pytest.mark.parametrize("process", [VPProcess(), FlowProcess()], ids=["vp", "flow"])
 def test_pgraft_finetuning_draws_noise_levels_above_cutoff_only(process):
-    from pgraft.models.toy2d import MLPDenoiser
+    from pgraft.domains.toy2d.models import MLPDenoiser
 
     rec = TimeRecorder(MLPDenoiser())
     model = DiffusionModel(rec, process, (2,), "t", "toy2d")
@@ -129,10 +129,10 @@ def test_finetuning_the_exact_model_on_target_samples_reproduces_the_target():
     """GRAFT's step 4 alone: fine-tune on exact draws of the best-of-4 target; the fine-tuned sampler must
     land near that target (reward law), not beyond it. With a cosine schedule this failed (reward 3.7
     against a target of 2.3): the first sampling step amplified the fine-tuned ε error ~300x."""
-    from pgraft.acceptance import BestOfN
-    from pgraft.exact import ExactChain
-    from pgraft.mixture import get_dataset
-    from pgraft.models import load_model
+    from pgraft.core.acceptance import BestOfN
+    from pgraft.domains.toy2d.exact import ExactChain
+    from pgraft.domains.toy2d.mixture import get_dataset
+    from pgraft.registry import load_model
     from pgraft.rewards import make_reward
 
     mix = get_dataset("asymmetric")

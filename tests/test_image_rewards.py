@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from pgraft.image_metrics import (
+from pgraft.domains.digits.metrics import (
     DigitsEvaluator,
     frechet_distance,
     frechet_to_held_out,
     gaussian_stats,
     mean_pairwise_distance,
 )
-from pgraft.models.digits import digits_split, to_model
+from pgraft.domains.digits.models import digits_split, to_model
+from pgraft.domains.digits.rewards import jpeg_size, symmetry, thickness, total_variation
 from pgraft.rewards import make_reward, rewards_for, score
-from pgraft.rewards.images import jpeg_size, symmetry, thickness, total_variation
 
 IMAGE_REWARDS = (
     "digit-prob",
@@ -198,7 +198,7 @@ def test_mean_pairwise_distance():
 def test_sample_grids_frame_accepted_candidates_in_green():
     from PIL import Image
 
-    from pgraft.image_grid import ACCEPTED, REJECTED, candidates_png, preview_png
+    from pgraft.domains.digits.grids import ACCEPTED, REJECTED, candidates_png, preview_png
 
     samples = to_model(digits_split().held_x[:40])
     groups = torch.arange(2).repeat_interleave(20)
@@ -213,8 +213,8 @@ def test_sample_grids_frame_accepted_candidates_in_green():
 
 
 def test_round_folder_takes_extra_files_and_refuses_paths(tmp_path):
-    from pgraft.config import RunConfig
-    from pgraft.storage import RunStore
+    from pgraft.graft.config import RunConfig
+    from pgraft.graft.storage import RunStore
 
     store = RunStore(tmp_path / "run")
     store.prepare(RunConfig())

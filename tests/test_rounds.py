@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pgraft.config import RunConfig
+from pgraft.graft.config import RunConfig
+from pgraft.graft.runner import Cancelled, Notice, RoundResult, RoundRunner, run_to_end
 from pgraft.rewards import RewardError
-from pgraft.rounds import Cancelled, Notice, RoundResult, RoundRunner, run_to_end
 
 FAST = dict(samples=2048, preview=64, num_inference_steps=40, finetune_steps=150, batch_size=256, lr=2e-3)
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from pgraft.mixture import asymmetric
-from pgraft.models import load_model
-from pgraft.models.base import DiffusionModel
-from pgraft.process import VPProcess
-from pgraft.sampling import sample, sample_seeds, snap_cutoff
+from pgraft.core.process import VPProcess
+from pgraft.core.sampling import sample, sample_seeds, snap_cutoff
+from pgraft.domains.toy2d.mixture import asymmetric
+from pgraft.families.small import DiffusionModel
+from pgraft.registry import load_model
 
 
 def _mode_fractions(mix, x):
@@ -37,7 +37,7 @@ def test_ddim_grid_must_divide_the_training_timesteps():
 
 
 def test_exact_flow_model_reproduces_the_mixture():
-    from pgraft.models.toy2d import load_toy2d_exact
+    from pgraft.domains.toy2d.models import load_toy2d_exact
 
     model = load_toy2d_exact("asymmetric", kind="flow")
     mix = asymmetric()

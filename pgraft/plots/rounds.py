@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pgraft.acceptance import AcceptanceRule, Quantile, Threshold, implied_kl, reshaped_reward
+from pgraft.core.acceptance import AcceptanceRule, Quantile, Threshold, implied_kl, reshaped_reward
 
 BASE_COLOR = "#9aa5b1"
 ROUND_COLOR = "#3b6fd8"

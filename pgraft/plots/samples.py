@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pgraft.exact import Grid2D
+from pgraft.domains.toy2d.exact import Grid2D
 from pgraft.plots.rounds import ACCEPT_COLOR, TARGET_COLOR, style
 
 COARSEN = 4  # 240² exact grid → 60² cells on screen

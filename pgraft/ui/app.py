@@ -20,12 +20,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from pgraft.rounds import resolve_device
+from pgraft.graft.runner import resolve_device
 from pgraft.ui.context import TabContext
 from pgraft.ui.controls import Controls
 from pgraft.ui.rounds_handlers import RoundsHandlers
 from pgraft.ui.rounds_tab import DEFAULT_MODEL, build_rounds_tab
-from pgraft.ui.state import BaseModels, SessionStore
+from pgraft.ui.sessions import BaseModels, SessionStore
 
 HEAVY_ID = "heavy"
 QUEUE_SIZE = 16
@@ -58,8 +58,8 @@ def warm_up(models: BaseModels, dataset: str = "ring8") -> threading.Thread:
     the first click does not pay for imports, caches and plotly's first figures."""
 
     def work() -> None:
-        from pgraft.config import RunConfig
-        from pgraft.rounds import RoundResult, RoundRunner, build_setup
+        from pgraft.graft.config import RunConfig
+        from pgraft.graft.runner import RoundResult, RoundRunner, build_setup
         from pgraft.ui.views import RunView
 
         try:

@@ -1,6 +1,6 @@
 """The "Bias–variance" tab: the curves across cutoffs, streamed as cutoffs finish, and the sweep.
 
-A thin layer over `pgraft.cutoff_study`: the handlers turn the controls into a `RunConfig`, a `CurveSpec`
+A thin layer over `pgraft.studies.bias_variance.study`: the handlers turn the controls into a `RunConfig`, a `CurveSpec`
 and a `SweepSpec` (which validate), iterate `study_iter`, and map its events to the plot, the tables and
 the status line. The base model and reward follow the Rounds tab; "Use recommended cutoff" writes the
 sweep's recommendation into the Rounds tab's method and cutoff and switches to that tab.
@@ -16,14 +16,14 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pgraft.bias_variance import CurvePoint, CurveProgress, CurveSpec
-from pgraft.config import RunConfig
-from pgraft.cutoff_study import ExactReady, StudyFinished, study_iter
-from pgraft.mixture import DATASETS
-from pgraft.models import get_model_spec
+from pgraft.domains.toy2d.mixture import DATASETS
+from pgraft.graft.config import RunConfig
 from pgraft.plots.bias_variance import bias_variance_figure
+from pgraft.registry import get_model_spec
 from pgraft.rewards import RewardError
-from pgraft.sweep import SweepPoint, SweepProgress, SweepSpec
+from pgraft.studies.bias_variance.curves import CurvePoint, CurveProgress, CurveSpec
+from pgraft.studies.bias_variance.study import ExactReady, StudyFinished, study_iter
+from pgraft.studies.sweep import SweepPoint, SweepProgress, SweepSpec
 from pgraft.ui.context import TabContext
 
 RULE_PARAMS = {  # rule -> (RunConfig field, label of the one parameter, default)

@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from pgraft.config import RunConfig
-from pgraft.models import get_model_spec
-from pgraft.process import NoiseProcess
+from pgraft.core.process import NoiseProcess
+from pgraft.core.sampling import snap_cutoff
+from pgraft.graft.config import RunConfig
+from pgraft.registry import get_model_spec
 from pgraft.rewards import REWARDS, _ensure_builtin, rewards_for
-from pgraft.sampling import snap_cutoff
 
 RULE_PARAM = {
     "threshold": "threshold",

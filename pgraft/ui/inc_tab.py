@@ -1,7 +1,7 @@
 """The "Inverse noise correction" tab (docs/method.md §4): invert real data through a flow model's sampler,
 check the inverted noises against N(0, I), train a correction flow, and compare quality against FLOPs.
 
-Handlers validate the controls (a bad value becomes `gr.Error` naming the setting), call `pgraft.inc`, and
+Handlers validate the controls (a bad value becomes `gr.Error` naming the setting), call `pgraft.inc.run`, and
 map its events to `gr.Progress` and component updates; every figure comes from `pgraft.plots.inc`.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import gradio as gr
 
-from pgraft.inc import IncConfig, IncNotice, IncProgress, IncResult, run_inc_iter
-from pgraft.inc_report import diagnostics_table, figures, write_outputs
-from pgraft.models import MODELS
+from pgraft.inc.report import diagnostics_table, figures, write_outputs
+from pgraft.inc.run import IncConfig, IncNotice, IncProgress, IncResult, run_inc_iter
+from pgraft.registry import MODELS
 from pgraft.ui.context import TabContext
 
 FLOW_MODELS = ("toy2d-flow", "toy2d-flow-exact", "digits-flow")

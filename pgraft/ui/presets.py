@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgraft.models import MODELS
+from pgraft.registry import MODELS
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,20 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from pgraft.config import RunConfig
-from pgraft.models import MODELS, get_model_spec
+from pgraft.graft.config import RunConfig
+from pgraft.graft.runner import (
+    Cancelled,
+    Finished,
+    Notice,
+    Progress,
+    RoundResult,
+    RoundRunner,
+    build_setup,
+    make_rule_for,
+)
 from pgraft.plots.rounds import placeholder, rule_reshaping
+from pgraft.registry import MODELS, get_model_spec
 from pgraft.rewards import RewardError
-from pgraft.rounds import Cancelled, Finished, Notice, Progress, RoundResult, RoundRunner, build_setup, make_rule_for
 from pgraft.ui.controls import (
     RULE_PARAM,
     Controls,
@@ -35,7 +44,7 @@ from pgraft.ui.controls import (
     reward_params,
 )
 from pgraft.ui.presets import get_preset
-from pgraft.ui.state import BaseModels, Session, SessionStore
+from pgraft.ui.sessions import BaseModels, Session, SessionStore
 from pgraft.ui.views import RunView
 
 LOG = logging.getLogger("pgraft.app")

@@ -10,8 +10,8 @@ from typing import Any
 
 import gradio as gr
 
-from pgraft.acceptance import RULES
-from pgraft.mixture import DATASETS
+from pgraft.core.acceptance import RULES
+from pgraft.domains.toy2d.mixture import DATASETS
 from pgraft.ui.controls import DIGIT_PROMPTS, Controls, domain_defaults, format_reward_args, reward_choices
 from pgraft.ui.presets import available_presets
 from pgraft.ui.rounds_handlers import RUN_OUTPUTS, RoundsHandlers, model_choices, model_info

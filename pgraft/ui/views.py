@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from pgraft.graft.runner import RoundResult, RunSetup
 from pgraft.plots.rounds import (
     acceptance_cut,
     metrics_table,
@@ -22,7 +23,6 @@ from pgraft.plots.rounds import (
     rule_reshaping,
 )
 from pgraft.plots.samples import images_before_after, toy_before_after
-from pgraft.rounds import RoundResult, RunSetup
 
 EMPTY_HISTOGRAM = "Press Run: the base model's rewards (round 0) appear here, then each round's, and the accepted part."
 EMPTY_SAMPLES = "Samples before and after, drawn from the same seeds, appear here after round 0."

@@ -1,0 +1,365 @@
+"""The round runner shared by the command line, the app and the tests (docs/method.md §1–2).
+
+`RoundRunner(config).run()` is a generator of events. Round 0 samples the base model; each later round
+
+1. fine-tunes a copy of the current model on the previous round's accepted samples (GRAFT: clean
+   samples, every noise level; P-GRAFT: the accepted handoff states, only above the cutoff),
+2. draws `samples` candidates (per prompt) with the (stitched) sampler, plus the fixed preview seeds,
+3. scores them (a failing reward stops the run, naming the reward) and applies the acceptance rule,
+4. computes the round's metrics, writes the round atomically when a run folder is given, and yields it.
+
+Every random draw of round `r` is seeded from `(seed, r)` alone, so resuming after round `r` repeats
+exactly what an uninterrupted run would have done. Cancellation: `should_stop()` is checked after every
+sampling and fine-tuning step; a stopped run yields `Cancelled` and keeps its completed rounds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pgraft.core.acceptance import AcceptanceRule, apply_rule, make_rule
+from pgraft.core.finetune import FinetuneData, FinetuneProgress, finetune_iter
+from pgraft.core.sampling import SamplingProgress, Trajectory, sample_iter, sample_seeds, snap_cutoff
+from pgraft.graft.config import RunConfig
+from pgraft.graft.evaluation import Evaluator, make_evaluator
+from pgraft.graft.storage import RunStore
+from pgraft.registry import DiffusionModel, get_model_spec, load_model
+from pgraft.rewards import Reward, make_reward, score
+
+PREVIEW_STREAM = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    round: int
+    stage: str
+    done: int
+    total: int
+    loss: float | None = None
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One completed round. Candidates come first; `preview_*` are drawn from the same seeds every round."""
+
+    round: int
+    metrics: dict[str, Any]
+    samples: torch.Tensor
+    rewards: torch.Tensor
+    accepted: torch.Tensor
+    groups: torch.Tensor
+    preview_samples: torch.Tensor
+    preview_rewards: torch.Tensor
+    preview_groups: torch.Tensor
+    x_cut: torch.Tensor | None = None
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    round: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    completed_rounds: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    completed_rounds: int
+    out: Path | None
+
+
+Event = Progress | RoundResult | Notice | Cancelled | Finished
+
+
+class StopRun(Exception):
+    pass
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device: {device!r} asked for, but no CUDA device is available; use cpu or auto")
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+@dataclass
+class RunSetup:
+    """Everything built from a config before any work: building it is where bad input is refused."""
+
+    config: RunConfig
+    base: DiffusionModel
+    reward: Reward
+    rule: AcceptanceRule
+    evaluator: Evaluator
+    cutoff_timestep: float | None
+    prompts: list[str] = field(default_factory=list)
+    cond: torch.Tensor | None = None
+
+
+def build_setup(config: RunConfig, allow_import: bool = False, base: DiffusionModel | None = None) -> RunSetup:
+    spec = get_model_spec(config.model)
+    if spec.conditional and not config.prompts:
+        raise ValueError(f"--prompts: the prompted model {config.model!r} needs at least one prompt")
+    if not spec.conditional and config.prompts:
+        raise ValueError(f"--prompts: {config.model!r} is not a prompted model; leave --prompts out")
+    device = resolve_device(config.device)
+    base = base or load_model(config.model, device=device, dataset=config.dataset)
+    context: dict[str, Any] = {"model": base}
+    if base.domain == "toy2d":
+        from pgraft.domains.toy2d.mixture import get_dataset
+
+        context["mixture"] = get_dataset(config.dataset)
+    reward = make_reward(config.reward, base.domain, config.reward_args, context, allow_import=allow_import)
+    base.process.check_steps(config.num_inference_steps)
+    cut_ts = None
+    if config.method == "pgraft":
+        k, cut_ts = snap_cutoff(base.process, config.num_inference_steps, config.cutoff)
+        if k == 0:
+            raise ValueError(
+                f"--cutoff: {config.cutoff} leaves no sampling step above it on a "
+                f"{config.num_inference_steps}-step grid; "
+                "lower it"
+            )
+    evaluator = make_evaluator(
+        base,
+        reward,
+        make_rule_for(config, None),
+        cut_ts,
+        config.effective_eta > 0 and base.process.stochastic_samplers,
+        prompts=list(config.prompts),
+    )
+    rule = make_rule_for(config, evaluator.dedup_key(config.dedup_resolution))
+    cond = None
+    if spec.conditional:
+        assert base.encode_prompts is not None
+        cond = base.encode_prompts(config.prompts)
+    return RunSetup(config, base, reward, rule, evaluator, cut_ts, list(config.prompts), cond)
+
+
+def make_rule_for(config: RunConfig, key: Any) -> AcceptanceRule:
+    return make_rule(
+        config.rule,
+        threshold=config.threshold,
+        quantile=config.quantile,
+        n=config.n,
+        k=config.k,
+        beta=config.beta,
+        group_size=config.samples,
+        key=key,
+    )
+
+
+class RoundRunner:
+    def __init__(
+        self,
+        config: RunConfig,
+        out: Path | None = None,
+        mode: str = "new",
+        should_stop: Callable[[], bool] | None = None,
+        allow_import: bool = False,
+        setup: RunSetup | None = None,
+    ) -> None:
+        self.config = config
+        self.setup = setup or build_setup(config, allow_import=allow_import)
+        self.store = RunStore(out, mode) if out is not None else None
+        self.should_stop = should_stop or (lambda: False)
+
+    # -- the pieces of a round ------------------------------------------------------------------------
+    def _seeds(self, stream: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Seeds, group (prompt) index and conditioning of `n` samples per prompt of one stream."""
+        prompts = max(1, len(self.setup.prompts))
+        seeds = torch.cat([sample_seeds(self.config.seed, stream * 1000 + p, n) for p in range(prompts)])
+        groups = torch.arange(prompts).repeat_interleave(n)
+        cond = self.setup.cond[groups] if self.setup.cond is not None else None
+        return seeds, groups, cond
+
+    def _prompts_of(self, groups: torch.Tensor) -> list[str] | None:
+        return [self.setup.prompts[g] for g in groups.tolist()] if self.setup.prompts else None
+
+    def _draw(self, r: int, finetuned: DiffusionModel | None) -> Generator[Event, None, tuple[Trajectory, int]]:
+        cfg = self.config
+        seeds, _groups, cond = self._seeds(r + 1, cfg.samples)
+        p_seeds, _p_groups, p_cond = self._seeds(PREVIEW_STREAM, cfg.preview)
+        all_cond = torch.cat([cond, p_cond]) if cond is not None and p_cond is not None else None
+        gen = sample_iter(
+            self.setup.base,
+            torch.cat([seeds, p_seeds]),
+            cfg.num_inference_steps,
+            eta=cfg.effective_eta,
+            finetuned=finetuned,
+            cutoff=cfg.cutoff if cfg.method == "pgraft" else None,
+            cond=all_cond,
+        )
+        while True:
+            try:
+                ev: SamplingProgress = next(gen)
+            except StopIteration as stop:
+                return stop.value, len(seeds)
+            yield Progress(r, "sampling", ev.done, ev.total)
+            if self.should_stop():
+                raise StopRun
+
+    def _finetune(
+        self, r: int, current: DiffusionModel | None, data: FinetuneData
+    ) -> Generator[Event, None, tuple[DiffusionModel, float]]:
+        """Fine-tune a copy of the current model; returns it and its mean loss over the last tenth of the steps."""
+        cfg = self.config
+        model = (current or self.setup.base).trainable_copy()
+        gen = finetune_iter(model, data, cfg.finetune_steps, cfg.batch_size, cfg.lr, seed=cfg.seed * 7919 + r)
+        while True:
+            try:
+                ev: FinetuneProgress = next(gen)
+            except StopIteration as stop:
+                tail = stop.value[-max(1, len(stop.value) // 10) :]
+                return model.frozen(), sum(tail) / len(tail)
+            yield Progress(r, "fine-tuning", ev.done, ev.total, ev.loss)
+            if self.should_stop():
+                raise StopRun
+
+    def _training_data(self, result: RoundResult) -> FinetuneData:
+        cfg = self.config
+        keep = result.accepted
+        cond = self.setup.cond[result.groups[keep]] if self.setup.cond is not None else None
+        if cfg.method == "graft":
+            return FinetuneData(result.samples[keep], cond)
+        if cfg.anchoring == "final":
+            return FinetuneData(result.samples[keep], cond, None, self.setup.cutoff_timestep)
+        assert result.x_cut is not None
+        return FinetuneData(result.x_cut[keep], cond, self.setup.cutoff_timestep, self.setup.cutoff_timestep)
+
+    # -- the run --------------------------------------------------------------------------------------
+    def run(self) -> Generator[Event, None, None]:
+        cfg = self.config
+        start, current, previous = 0, None, None
+        if self.store is not None:
+            start = self.store.prepare(cfg)
+            if start:
+                previous = self._load_round(start - 1)
+                weights = self.store.round_dir(start - 1) / "model.safetensors"
+                if weights.exists():  # absent while no round has accepted anything: the base is current
+                    current = self.setup.base.trainable_copy()
+                    current.load_weights(weights)
+                    current.frozen()
+        try:
+            for r in range(start, cfg.rounds + 1):
+                timings: dict[str, float] = {}
+                loss = float("nan")
+                if r > 0:
+                    assert previous is not None
+                    if previous.accepted.any() and cfg.finetune_steps > 0:
+                        t0 = time.perf_counter()
+                        data = self._training_data(previous)
+                        current, loss = yield from self._finetune(r, current, data)
+                        timings["time_finetune"] = time.perf_counter() - t0
+                    else:
+                        yield Notice(
+                            r,
+                            f"round {r}: no sample was accepted in round {r - 1}; the model is left unchanged",
+                        )
+                t0 = time.perf_counter()
+                traj, n = yield from self._draw(r, current)
+                timings["time_sampling"] = time.perf_counter() - t0
+                result = self._score_and_accept(r, traj, n, timings, loss)
+                if not result.accepted.any():
+                    yield Notice(r, f"round {r}: no sample was accepted ({self.setup.rule.describe()})")
+                if self.store is not None:
+                    # Evaluators may render files of their own (the digits sample grids) into the round folder.
+                    render = getattr(self.setup.evaluator, "round_artifacts", None)
+                    files = render(result) if callable(render) else {}
+                    model = current if r > 0 else None
+                    path = self.store.write_round(r, self._tensors(result), result.metrics, model, files=files)
+                    result = RoundResult(**{**result.__dict__, "path": path})
+                previous = result
+                yield result
+        except StopRun:
+            yield Cancelled(previous.round + 1 if previous is not None else 0)
+            return
+        yield Finished(cfg.rounds + 1, self.store.out if self.store else None)
+
+    def _score_and_accept(
+        self, r: int, traj: Trajectory, n: int, timings: dict[str, float], loss: float
+    ) -> RoundResult:
+        cfg = self.config
+        _, groups, _ = self._seeds(r + 1, cfg.samples)
+        _, p_groups, _ = self._seeds(PREVIEW_STREAM, cfg.preview)
+        t0 = time.perf_counter()
+        all_groups = torch.cat([groups, p_groups])
+        rewards_all = score(self.setup.reward, traj.samples, self._prompts_of(all_groups))
+        timings["time_scoring"] = time.perf_counter() - t0
+        samples, rewards = traj.samples[:n], rewards_all[:n]
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 104729 + r)
+        accepted = apply_rule(self.setup.rule, rewards, groups, gen, samples)
+        timings["time_acceptance"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics: dict[str, Any] = {
+            "round": r,
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            "reward_max": float(rewards.max()),
+            "accept_rate": float(accepted.double().mean()),
+            "n_accepted": int(accepted.sum()),
+            "accepted_reward_mean": float(rewards[accepted].mean()) if accepted.any() else float("nan"),
+            "finetune_loss": loss,
+        }
+        if self.setup.prompts:
+            for p, prompt in enumerate(self.setup.prompts):
+                metrics[f"reward_mean[{prompt}]"] = float(rewards[groups == p].mean())
+        metrics.update(self.setup.evaluator.round_metrics(r, samples, rewards))
+        timings["time_metrics"] = time.perf_counter() - t0
+        if traj.cutoff_fraction is not None and cfg.method == "pgraft":
+            metrics["cutoff_effective"] = traj.cutoff_fraction
+        metrics.update({k: round(v, 4) for k, v in timings.items()})
+        x_cut = traj.x_cut[:n] if traj.x_cut is not None else None
+        return RoundResult(
+            r, metrics, samples, rewards, accepted, groups, traj.samples[n:], rewards_all[n:], p_groups, x_cut
+        )
+
+    @staticmethod
+    def _tensors(result: RoundResult) -> dict[str, torch.Tensor]:
+        out = {
+            "samples": result.samples,
+            "rewards": result.rewards,
+            "accepted": result.accepted.to(torch.uint8),
+            "groups": result.groups,
+            "preview_samples": result.preview_samples,
+            "preview_rewards": result.preview_rewards,
+            "preview_groups": result.preview_groups,
+        }
+        if result.x_cut is not None:
+            out["x_cut"] = result.x_cut
+        return out
+
+    def _load_round(self, r: int) -> RoundResult:
+        assert self.store is not None
+        t, metrics = self.store.load_round(r)
+        return RoundResult(
+            r,
+            metrics,
+            t["samples"],
+            t["rewards"],
+            t["accepted"].bool(),
+            t["groups"],
+            t["preview_samples"],
+            t["preview_rewards"],
+            t["preview_groups"],
+            t.get("x_cut"),
+        )
+
+
+def run_to_end(runner: RoundRunner) -> list[RoundResult]:
+    """Run every round and return the results (for scripts and tests)."""
+    return [ev for ev in runner.run() if isinstance(ev, RoundResult)]

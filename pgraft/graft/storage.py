@@ -1,0 +1,139 @@
+"""The run folder: the resolved config, one folder per completed round, and `metrics.csv`.
+
+Layout::
+
+    OUT/config.yaml                 the resolved RunConfig
+    OUT/metrics.csv                 one row per completed round (round 0 is the base model)
+    OUT/rounds/round_003/           samples.safetensors (samples, rewards, accepted, seeds, x_cut, preview)
+                                    metrics.json, model.safetensors (fine-tuned network, rounds >= 1)
+
+A round is written into a hidden temporary folder and renamed into place in one step, so a crash or a
+cancellation leaves only complete rounds; `metrics.csv` is rebuilt from the round folders after each
+round, also by an atomic rename. Nothing here loads a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from pgraft.graft.config import RunConfig
+
+ROUND_PREFIX = "round_"
+
+
+class RunFolderError(ValueError):
+    pass
+
+
+class RunStore:
+    def __init__(self, out: Path, mode: str = "new") -> None:
+        if mode not in ("new", "resume", "overwrite"):
+            raise ValueError(f"mode: {mode!r}; choose new, resume or overwrite")
+        self.out = Path(out)
+        self.mode = mode
+
+    @property
+    def rounds_dir(self) -> Path:
+        return self.out / "rounds"
+
+    def round_dir(self, r: int) -> Path:
+        return self.rounds_dir / f"{ROUND_PREFIX}{r:03d}"
+
+    def completed_rounds(self) -> list[int]:
+        if not self.rounds_dir.exists():
+            return []
+        return sorted(
+            int(p.name[len(ROUND_PREFIX) :])
+            for p in self.rounds_dir.iterdir()
+            if p.is_dir() and p.name.startswith(ROUND_PREFIX) and (p / "metrics.json").exists()
+        )
+
+    def prepare(self, config: RunConfig) -> int:
+        """Create or reopen the folder; return the number of rounds already complete (0 for a new run)."""
+        exists = self.out.exists() and any(self.out.iterdir())
+        if exists and self.mode == "new":
+            raise RunFolderError(
+                f"--out: {str(self.out)!r} already holds a run; "
+                "pass --resume to continue it or --overwrite to replace it"
+            )
+        if exists and self.mode == "overwrite":
+            if not (self.out / "config.yaml").exists() and not self.rounds_dir.exists():
+                raise RunFolderError(f"--out: {str(self.out)!r} is not a pgraft run folder; refusing to delete it")
+            shutil.rmtree(self.out)
+        if exists and self.mode == "resume":
+            saved = RunConfig.from_yaml(self.out / "config.yaml")
+            diff = {k for k in RunConfig.field_names() if getattr(saved, k) != getattr(config, k) and k != "rounds"}
+            if diff:
+                raise RunFolderError(
+                    f"--resume: the run in {str(self.out)!r} was made with other values of {sorted(diff)}; "
+                    "only --rounds may change when resuming"
+                )
+            for stale in self.rounds_dir.glob(".*.tmp"):
+                shutil.rmtree(stale)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.rounds_dir.mkdir(exist_ok=True)
+        _atomic_write_text(self.out / "config.yaml", config.to_yaml())
+        done = self.completed_rounds()
+        if done != list(range(len(done))):
+            raise RunFolderError(f"--resume: rounds on disk {done} are not consecutive from 0")
+        return len(done)
+
+    def write_round(
+        self,
+        r: int,
+        tensors: dict[str, torch.Tensor],
+        metrics: dict[str, Any],
+        model: Any | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> Path:
+        """Write round `r` into a temporary folder and rename it into place; `files` are extra files
+        (plain names, e.g. `preview.png`) written into the same folder."""
+        from safetensors.torch import save_file
+
+        final = self.round_dir(r)
+        tmp = self.rounds_dir / f".{ROUND_PREFIX}{r:03d}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "samples.safetensors"))
+        if model is not None:
+            model.save(tmp / "model.safetensors", extra={"round": r})
+        for name, data in (files or {}).items():
+            if Path(name).name != name or name.startswith("."):
+                raise ValueError(f"round file: {name!r} must be a plain file name")
+            (tmp / name).write_bytes(data)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self.write_metrics_csv()
+        return final
+
+    def load_round(self, r: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from safetensors.torch import load_file
+
+        d = self.round_dir(r)
+        return load_file(str(d / "samples.safetensors")), json.loads((d / "metrics.json").read_text())
+
+    def metrics_table(self) -> pd.DataFrame:
+        rows = [json.loads((self.round_dir(r) / "metrics.json").read_text()) for r in self.completed_rounds()]
+        return pd.DataFrame(rows)
+
+    def write_metrics_csv(self) -> None:
+        table = self.metrics_table()
+        tmp = self.out / ".metrics.csv.tmp"
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, self.out / "metrics.csv")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
