@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 
+from pgraft.core.events import Notice
 from pgraft.families.small import DiffusionModel
+from pgraft.inc.config import IncConfig
 from pgraft.inc.correction import train_correction_iter
 from pgraft.inc.inversion import invert
 from pgraft.inc.quality import make_quality
-from pgraft.inc.run import IncConfig, IncNotice, load_flow_model, run_inc_iter
+from pgraft.inc.run import load_flow_model, run_inc_iter
 
 
 def pick_model(requested: str, weights: Path | None) -> tuple[IncConfig, DiffusionModel] | None:
@@ -91,7 +93,7 @@ def main() -> None:
         except StopIteration as stop:
             result = stop.value
             break
-        if isinstance(ev, IncNotice):
+        if isinstance(ev, Notice):
             print(f"note: {ev.message}")
     table = result.table()
     cols = ["method", "num_inference_steps", "correction_steps", "flops_per_image", result.primary]

@@ -1,96 +1,71 @@
-"""Registry of base models: a plain dict from a name to a loader; heavy imports happen inside loaders."""
+"""The one lookup by name: domains, their base models and rewards, and the acceptance rules.
+
+Domains register themselves as a whole (`register_domain`): the built-in ones listed in `pgraft.domains`,
+then any installed package that declares an entry point in the group `pgraft.domains`. Their models and
+rewards land in `MODELS` and `REWARDS`; a single model or reward can also be added on its own
+(`register_model`, `register_reward`, for tests and scripts). Every unknown name raises `ValueError` listing
+the choices. Nothing here imports a domain's heavy modules: a `ModelSpec` loads its model when asked.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
 from typing import Any
 
-from pgraft.families.small import DiffusionModel
+from pgraft.core.acceptance import RULES, AcceptanceRule, RuleParam, make_rule, rule_param
+from pgraft.domains.base import Domain, ModelSpec
+from pgraft.rewards import Reward, RewardSpec, SampleView, build_reward, import_reward
+
+LOG = logging.getLogger("pgraft")
+ENTRY_POINT_GROUP = "pgraft.domains"
+
+DOMAINS: dict[str, Domain] = {}
+MODELS: dict[str, ModelSpec] = {}
+REWARDS: dict[str, RewardSpec] = {}
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to load one registered base model, and what it is."""
-
-    loader: Callable[..., DiffusionModel]
-    domain: str
-    description: str
-    options: tuple[str, ...] = ()
-    conditional: bool = False
-
-
-def _toy2d(**kw: Any) -> DiffusionModel:
-    from pgraft.domains.toy2d.models import load_toy2d
-
-    return load_toy2d(**kw)
-
-
-def _toy2d_exact(**kw: Any) -> DiffusionModel:
-    from pgraft.domains.toy2d.models import load_toy2d_exact
-
-    return load_toy2d_exact(**kw)
-
-
-def _toy2d_flow(**kw: Any) -> DiffusionModel:
-    from pgraft.domains.toy2d.models import load_toy2d
-
-    return load_toy2d(kind="flow", **kw)
-
-
-def _toy2d_flow_exact(**kw: Any) -> DiffusionModel:
-    from pgraft.domains.toy2d.models import load_toy2d_exact
-
-    return load_toy2d_exact(kind="flow", **kw)
-
-
-MODELS: dict[str, ModelSpec] = {
-    "toy2d": ModelSpec(_toy2d, "toy2d", "2-D Gaussian mixture, small learned MLP denoiser (DDPM)", ("dataset",)),
-    "toy2d-exact": ModelSpec(
-        _toy2d_exact, "toy2d", "2-D Gaussian mixture, exact analytic score: no learning error", ("dataset",)
-    ),
-    "toy2d-flow": ModelSpec(
-        _toy2d_flow,
-        "toy2d",
-        "2-D Gaussian mixture, small learned MLP rectified flow (train_steps < 3000: under-trained)",
-        ("dataset", "train_steps"),
-    ),
-    "toy2d-flow-exact": ModelSpec(
-        _toy2d_flow_exact,
-        "toy2d",
-        "2-D Gaussian mixture, exact rectified-flow velocity: no learning error",
-        ("dataset",),
-    ),
-}
-
-
-def _digits_loader(name: str) -> Callable[..., DiffusionModel]:
-    def load(device: str = "cpu") -> DiffusionModel:
-        from pgraft.domains.digits.models import load_digits_model
-
-        return load_digits_model(name, device)
-
-    return load
-
-
-MODELS.update(
-    {
-        "digits": ModelSpec(_digits_loader("digits"), "digits", "8x8 digits, UNet2DModel DDPM (651 k parameters)"),
-        "digits-prompted": ModelSpec(
-            _digits_loader("digits-prompted"),
-            "digits",
-            "8x8 digits, class-conditional UNet2DModel DDPM; the prompt is the digit ('7', 'a 7', 'seven')",
-            conditional=True,
-        ),
-        "digits-flow": ModelSpec(
-            _digits_loader("digits-flow"), "digits", "8x8 digits, UNet2DModel rectified flow (651 k parameters)"
-        ),
-    }
-)
+def register_domain(domain: Domain) -> Domain:
+    """Add a domain with its models and rewards (a later registration of the same name replaces it)."""
+    DOMAINS[domain.name] = domain
+    MODELS.update(domain.models)
+    REWARDS.update(domain.rewards)
+    return domain
 
 
 def register_model(name: str, spec: ModelSpec) -> None:
+    if spec.domain not in DOMAINS:
+        raise ValueError(f"model {name!r}: unknown domain {spec.domain!r}; register the domain first")
     MODELS[name] = spec
+
+
+def register_reward(name: str, spec: RewardSpec) -> None:
+    if spec.domain not in DOMAINS:
+        raise ValueError(f"reward {name!r}: unknown domain {spec.domain!r}; register the domain first")
+    REWARDS[name] = spec
+
+
+def _load_domains() -> None:
+    from importlib.metadata import entry_points
+
+    from pgraft.domains import builtin_domains
+
+    for domain in builtin_domains():
+        register_domain(domain)
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            found = point.load()
+        except Exception as exc:  # a broken plug-in must not take the built-in domains down with it
+            LOG.warning("pgraft: the domain entry point %r failed to load: %s", point.name, exc)
+            continue
+        if isinstance(found, Domain):
+            register_domain(found)
+
+
+# --- lookups ---------------------------------------------------------------------------------------------
+def get_domain(name: str) -> Domain:
+    if name not in DOMAINS:
+        raise ValueError(f"domain: unknown {name!r}; choose one of {sorted(DOMAINS)}")
+    return DOMAINS[name]
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -99,10 +74,103 @@ def get_model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def load_model(name: str, device: str = "cpu", **options: Any) -> DiffusionModel:
+def domain_of(model: str) -> Domain:
+    """The domain of a registered base model."""
+    return get_domain(get_model_spec(model).domain)
+
+
+def load_model(name: str, device: str = "cpu", **options: Any) -> Any:
+    """Load a registered base model; `options` it does not take (e.g. `dataset` for digits) are ignored."""
     spec = get_model_spec(name)
     kwargs = {k: v for k, v in options.items() if k in spec.options and v is not None}
     return spec.loader(device=device, **kwargs)
 
 
-__all__ = ["MODELS", "DiffusionModel", "ModelSpec", "get_model_spec", "load_model", "register_model"]
+def default_reward(model: str) -> str:
+    """The reward a model starts with: for a prompted model one that reads the prompts (when its domain has
+    one), else its domain's default."""
+    spec = get_model_spec(model)
+    domain = get_domain(spec.domain)
+    if spec.conditional:
+        prompted = [n for n in rewards_for(domain.name) if REWARDS[n].takes_prompts]
+        if prompted:
+            return prompted[0]
+    return domain.default_reward
+
+
+def rewards_for(domain: str) -> list[str]:
+    return sorted(n for n, s in REWARDS.items() if s.domain == domain)
+
+
+def sample_view(domain: str) -> SampleView:
+    """What a user reward of `domain` receives."""
+    return DOMAINS[domain].sample_view if domain in DOMAINS else SampleView("the model's samples tensor")
+
+
+def reward_context(model: Any) -> dict[str, Any]:
+    """What a reward factory may read of a base model: the model, and its domain's extras."""
+    context: dict[str, Any] = {"model": model}
+    domain = DOMAINS.get(model.domain)
+    if domain is not None and domain.reward_context is not None:
+        context.update(domain.reward_context(model))
+    return context
+
+
+def make_reward(
+    name: str,
+    domain: str,
+    args: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+    allow_import: bool = False,
+) -> Reward:
+    """Build a reward by name for a model's domain, or import `module:function` when `allow_import`.
+
+    The app never sets `allow_import`: nothing typed in a browser is imported or executed.
+    """
+    if ":" in name:
+        if not allow_import:
+            raise ValueError(
+                f"reward: {name!r} looks like module:function; user rewards are only allowed from the command line"
+            )
+        return import_reward(name, sample_view(domain))
+    if name not in REWARDS:
+        raise ValueError(f"reward: unknown {name!r}; choose one of {rewards_for(domain)} or give module:function")
+    spec = REWARDS[name]
+    if spec.domain != domain:
+        raise ValueError(
+            f"reward: {name!r} is for {spec.domain} models, not {domain}; choose one of {rewards_for(domain)}"
+        )
+    return build_reward(name, spec, domain, args, context)
+
+
+def presets() -> list[Any]:
+    """Every domain's teaching presets, domain after domain."""
+    return [p for d in DOMAINS.values() for p in d.presets]
+
+
+_load_domains()
+
+__all__ = [
+    "DOMAINS",
+    "MODELS",
+    "REWARDS",
+    "RULES",
+    "AcceptanceRule",
+    "Domain",
+    "ModelSpec",
+    "RuleParam",
+    "default_reward",
+    "domain_of",
+    "get_domain",
+    "get_model_spec",
+    "load_model",
+    "make_reward",
+    "make_rule",
+    "register_domain",
+    "register_model",
+    "register_reward",
+    "reward_context",
+    "rewards_for",
+    "rule_param",
+    "sample_view",
+]

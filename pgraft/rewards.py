@@ -1,9 +1,10 @@
-"""Rewards: a registry of named reward factories per domain, user rewards as `module:function`, and a
-checked call that names the reward when it fails.
+"""Rewards: what a reward is, user rewards as `module:function`, and the checked call that names the reward
+when it fails.
 
 A reward maps a batch of final samples (and, for prompted models, their prompts) to one float per
-sample, higher is better. `score` is the only way the engine calls a reward: it turns an exception, a
-wrong shape or a non-finite value into a `RewardError` that says which reward failed and how.
+sample, higher is better. Named rewards are declared by domains (`RewardSpec`) and looked up through
+`pgraft.registry`. `score` is the only way the engine calls a reward: it turns an exception, a wrong shape
+or a non-finite value into a `RewardError` that says which reward failed and how.
 """
 
 from __future__ import annotations
@@ -55,63 +56,16 @@ class SampleView:
     convert: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
-REWARDS: dict[str, RewardSpec] = {}
-SAMPLE_VIEWS: dict[str, SampleView] = {}
-
 USER_REWARD = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-def register_reward(name: str, spec: RewardSpec) -> None:
-    REWARDS[name] = spec
-
-
-def register_sample_view(domain: str, view: SampleView) -> None:
-    """Declare what user rewards of `domain` receive (default: the model's samples as they are)."""
-    SAMPLE_VIEWS[domain] = view
-
-
-def sample_view(domain: str) -> SampleView:
-    _ensure_builtin()
-    return SAMPLE_VIEWS.get(domain, SampleView("the model's samples tensor"))
-
-
-def rewards_for(domain: str) -> list[str]:
-    _ensure_builtin()
-    return sorted(n for n, s in REWARDS.items() if s.domain == domain)
-
-
-def _ensure_builtin() -> None:
-    # Domain modules register their rewards on import; importing them here keeps `import pgraft` light.
-    from pgraft.domains.digits import rewards as _digits  # noqa: F401
-    from pgraft.domains.toy2d import rewards as _toy2d  # noqa: F401
-
-
-def make_reward(
-    name: str,
-    domain: str,
-    args: dict[str, Any] | None = None,
-    context: dict[str, Any] | None = None,
-    allow_import: bool = False,
+def build_reward(
+    name: str, spec: RewardSpec, domain: str, args: dict[str, Any] | None = None, context: dict[str, Any] | None = None
 ) -> Reward:
-    """Build a reward by name for a model's domain, or import `module:function` when `allow_import`.
-
-    The app never sets `allow_import`: nothing typed in a browser is imported or executed.
-    """
-    _ensure_builtin()
+    """The reward `name` of `spec` for a model of `domain`, with its arguments checked against the spec's."""
     args = dict(args or {})
-    if ":" in name:
-        if not allow_import:
-            raise ValueError(
-                f"reward: {name!r} looks like module:function; user rewards are only allowed from the command line"
-            )
-        return _import_reward(name, domain)
-    if name not in REWARDS:
-        raise ValueError(f"reward: unknown {name!r}; choose one of {rewards_for(domain)} or give module:function")
-    spec = REWARDS[name]
     if spec.domain != domain:
-        raise ValueError(
-            f"reward: {name!r} is for {spec.domain} models, not {domain}; choose one of {rewards_for(domain)}"
-        )
+        raise ValueError(f"reward: {name!r} is for {spec.domain} models, not {domain}")
     unknown = set(args) - set(spec.params)
     if unknown:
         raise ValueError(
@@ -123,7 +77,7 @@ def make_reward(
     return Reward(f"{name}({shown})" if shown else name, domain, fn, spec.description, spec.takes_prompts)
 
 
-def _import_reward(target: str, domain: str) -> Reward:
+def import_reward(target: str, view: SampleView) -> Reward:
     """A user's `module:function`, called with the domain's sample view (digits: pixels in [0, 1], like the
     built-in image rewards), and with the prompts when it takes a second argument."""
     if not USER_REWARD.match(target):
@@ -140,7 +94,7 @@ def _import_reward(target: str, domain: str) -> Reward:
         n_params = len(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         n_params = 1
-    convert = sample_view(domain).convert
+    convert = view.convert
     if convert is not None:
         user_fn = fn
         fn = (lambda x, prompts: user_fn(convert(x), prompts)) if n_params >= 2 else (lambda x: user_fn(convert(x)))

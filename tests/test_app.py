@@ -9,8 +9,8 @@ import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from pgraft.registry import MODELS
-from pgraft.rewards import REWARDS, RewardSpec, register_reward
+from pgraft.registry import MODELS, REWARDS, register_reward
+from pgraft.rewards import RewardSpec
 
 # Small and quick, and still a clear rise of the x reward on the toy (exact target: 0 -> 2.9 in round 1).
 FAST = dict(samples=512, preview=64, num_inference_steps=50, finetune_steps=80, batch_size=128, rounds=1)

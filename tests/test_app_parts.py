@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from pgraft.cli.main import build_parser, config_from_args
+from pgraft.cli.main import build_parser
+from pgraft.cli.run import config_from_args
 from pgraft.core.acceptance import BestOfN, Quantile, Threshold
 from pgraft.core.process import VPProcess
 from pgraft.core.sampling import snap_cutoff
 from pgraft.domains.toy2d.exact import Grid2D
+from pgraft.domains.toy2d.plots import coarsen, mass_level
 from pgraft.graft.config import RunConfig
 from pgraft.plots.rounds import acceptance_cut, reward_histogram, round_curves, rule_reshaping
-from pgraft.plots.samples import coarsen, mass_level
 from pgraft.registry import MODELS
 from pgraft.ui.controls import Controls, describe_cutoff, domain_defaults, parse_reward_args
 from pgraft.ui.presets import PRESETS, available_presets
@@ -109,7 +110,7 @@ def test_command_line_quotes_values_and_round_trips_through_the_cli():
 
 
 def test_presets_are_valid_configurations_with_valid_rewards():
-    from pgraft.rewards import REWARDS
+    from pgraft.registry import REWARDS
 
     presets = available_presets()
     assert {"Push right: GRAFT basics", "Reward hacking: a ring off the data"} <= {p.name for p in presets}

@@ -28,7 +28,7 @@ class TimeRecorder(nn.Module):
 
 @pytest.mark.parametrize("process", [VPProcess(), FlowProcess()], ids=["vp", "flow"])
 def test_pgraft_finetuning_draws_noise_levels_above_cutoff_only(process):
-    from pgraft.domains.toy2d.models import MLPDenoiser
+    from pgraft.nets.mlp import MLPDenoiser
 
     rec = TimeRecorder(MLPDenoiser())
     model = DiffusionModel(rec, process, (2,), "t", "toy2d")
@@ -132,8 +132,7 @@ def test_finetuning_the_exact_model_on_target_samples_reproduces_the_target():
     from pgraft.core.acceptance import BestOfN
     from pgraft.domains.toy2d.exact import ExactChain
     from pgraft.domains.toy2d.mixture import get_dataset
-    from pgraft.registry import load_model
-    from pgraft.rewards import make_reward
+    from pgraft.registry import load_model, make_reward
 
     mix = get_dataset("asymmetric")
     chain = ExactChain(mix, make_reward("x", "toy2d"), BestOfN(4))

@@ -16,7 +16,8 @@ from pgraft.domains.digits.metrics import (
 )
 from pgraft.domains.digits.models import digits_split, to_model
 from pgraft.domains.digits.rewards import jpeg_size, symmetry, thickness, total_variation
-from pgraft.rewards import make_reward, rewards_for, score
+from pgraft.registry import make_reward, rewards_for
+from pgraft.rewards import score
 
 IMAGE_REWARDS = (
     "digit-prob",

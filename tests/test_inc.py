@@ -10,12 +10,12 @@ from torch import nn
 
 from pgraft.core.process import FlowProcess
 from pgraft.core.sampling import sample, sample_seeds, seeded_noise
+from pgraft.domains.toy2d.quality import ToyQuality
 from pgraft.families.small import DiffusionModel
 from pgraft.inc.correction import CorrectionConfig, CorrectionFlow, corrected_sample, interpolant, train_correction
 from pgraft.inc.diagnostics import diagnose, gaussian_kernel, median_bandwidth, mmd2_unbiased, mmd_test
 from pgraft.inc.flops import forward_flops
 from pgraft.inc.inversion import Inversion, InversionError, euler_sample, flow_grid, invert
-from pgraft.inc.quality import ToyQuality
 
 TOL = 1e-5
 # The settings of the correction in the quality tests: 600 steps at lr 1e-2 reach most of the gain of
@@ -236,8 +236,9 @@ def test_pipeline_rows_flops_and_files(tmp_path, learned_flow: DiffusionModel) -
 
     import pandas as pd
 
+    from pgraft.inc.config import IncConfig
     from pgraft.inc.report import write_outputs
-    from pgraft.inc.run import IncConfig, run_inc
+    from pgraft.inc.run import run_inc
 
     config = IncConfig(
         steps=(16,), correction_steps=(1, 2), invert=300, samples=300, preview=32, correction_train_steps=50
@@ -264,7 +265,8 @@ def test_pipeline_rows_flops_and_files(tmp_path, learned_flow: DiffusionModel) -
 
 
 def test_pipeline_stops_when_asked(learned_flow: DiffusionModel) -> None:
-    from pgraft.inc.run import IncConfig, run_inc
+    from pgraft.inc.config import IncConfig
+    from pgraft.inc.run import run_inc
 
     config = IncConfig(steps=(16, 32), invert=100, samples=100, preview=8, correction_train_steps=20)
     result = run_inc(config, model=learned_flow, should_stop=lambda: True)
@@ -287,7 +289,7 @@ def test_pipeline_stops_when_asked(learned_flow: DiffusionModel) -> None:
     ],
 )
 def test_config_errors_name_the_flag_and_the_allowed_values(kwargs: dict, flag: str) -> None:  # type: ignore[type-arg]
-    from pgraft.inc.run import IncConfig
+    from pgraft.inc.config import IncConfig
 
     with pytest.raises(ValueError, match=flag) as err:
         IncConfig(**kwargs)
@@ -295,7 +297,7 @@ def test_config_errors_name_the_flag_and_the_allowed_values(kwargs: dict, flag: 
 
 
 def test_inversion_settings_default_by_domain_unless_given() -> None:
-    from pgraft.inc.run import IncConfig
+    from pgraft.inc.config import IncConfig
 
     assert IncConfig().inversion_settings("toy2d") == (1e-5, 100)
     assert IncConfig().inversion_settings("digits") == (1e-4, 400)
@@ -317,7 +319,8 @@ def test_command_line_writes_the_outputs(tmp_path, capsys) -> None:  # type: ign
 def test_digits_path_with_a_tiny_random_flow() -> None:
     """The digits code path (64-dim noise, image previews, Fréchet distance) on a tiny untrained UNet flow."""
     from pgraft.domains.digits.models import build_digits_model, unet_config
-    from pgraft.inc.run import IncConfig, run_inc
+    from pgraft.inc.config import IncConfig
+    from pgraft.inc.run import run_inc
 
     model = build_digits_model("digits-flow", unet_config("tiny")).frozen()
     config = IncConfig(
@@ -333,7 +336,9 @@ def test_digits_path_with_a_tiny_random_flow() -> None:
 
 
 def test_a_step_count_that_inverts_nothing_gets_a_notice_not_a_crash() -> None:
-    from pgraft.inc.run import IncConfig, IncNotice, run_inc_iter
+    from pgraft.core.events import Notice as IncNotice
+    from pgraft.inc.config import IncConfig
+    from pgraft.inc.run import run_inc_iter
 
     config = IncConfig(steps=(4, 6), correction_steps=(1,), invert=20, samples=50, preview=4, correction_train_steps=5)
     gen, notices = run_inc_iter(config, model=linear_flow(10.0)), []

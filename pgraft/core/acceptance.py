@@ -9,6 +9,10 @@ Each rule does two things:
 
 `kl_exact()` gives the closed-form `KL(accepted ‖ p̄)` where one exists for continuous rewards;
 `implied_kl(rule, u, r)` integrates it numerically from `a` for any rule.
+
+Every rule declares its one parameter here, once (`RuleParam`: the `RunConfig` field and flag of the same
+name, its type, CLI default, help, app label and range), and a label for menus; the command line, the config
+and the app read them from `RULES`.
 """
 
 from __future__ import annotations
@@ -22,9 +26,64 @@ import numpy as np
 import torch
 
 
+@dataclass(frozen=True)
+class RuleParam:
+    """The one parameter of a rule: a `RunConfig` field and the flag `--<name>`."""
+
+    name: str
+    kind: type
+    """`int` or `float`."""
+    help: str
+    label: str
+    """Short label of the app's control."""
+    app_default: float
+    """The value the app's control starts at."""
+    default: float | None = None
+    """The CLI's default (None: the flag must be given with its rule)."""
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    widget: str = "number"
+    """The app's control: "slider" (with the range above) or "number"."""
+
+
+THRESHOLD = RuleParam(
+    "threshold",
+    float,
+    "threshold rule: accept rewards >= this",
+    "Threshold τ (range: base rewards)",
+    0.0,
+    minimum=-1.0,
+    maximum=1.0,
+    widget="slider",  # the app spans it over the base model's rewards
+)
+QUANTILE = RuleParam(
+    "quantile",
+    float,
+    "quantile rule: accept rewards >= the batch q-quantile, q in (0, 1)",
+    "Quantile q (keeps the top 1 − q)",
+    0.75,
+    minimum=0.5,
+    maximum=0.99,
+    step=0.01,
+    widget="slider",
+)
+N = RuleParam(
+    "n", int, "best-of-n rule: group size n >= 2", "n (best of n)", 4, default=4, minimum=2, maximum=16, step=1
+)
+K = RuleParam("k", int, "top-k rules: keep the k best of each prompt's samples", "k (kept per prompt)", 64)
+BETA = RuleParam("beta", float, "soft rule: temperature beta > 0", "Temperature β", 1.0)
+RULE_PARAMS: dict[str, RuleParam] = {p.name: p for p in (THRESHOLD, QUANTILE, N, K, BETA)}
+
+
 class AcceptanceRule(ABC):
     name: str
+    label: str = ""
+    """What the rule does, in a few words (menus)."""
+    param: RuleParam
     needs_rewards_scale: bool = False  # True when `a` depends on the reward values, not only their ranks
+    rewards_decide: bool = True
+    """Whether `acceptance(u, r)` is all there is to the rule (False when it also looks at the samples)."""
 
     @abstractmethod
     def select(self, rewards: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -55,6 +114,8 @@ class Threshold(AcceptanceRule):
 
     threshold: float
     name: str = field(default="threshold", init=False)
+    label = "keep rewards above a value"
+    param = THRESHOLD
     needs_rewards_scale = True
 
     def select(self, rewards: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -76,6 +137,8 @@ class Quantile(AcceptanceRule):
 
     quantile: float
     name: str = field(default="quantile", init=False)
+    label = "keep the top fraction of the batch"
+    param = QUANTILE
 
     def select(self, rewards: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.select_groups(rewards[None], generator)[0]
@@ -103,6 +166,8 @@ class BestOfN(AcceptanceRule):
 
     n: int
     name: str = field(default="best-of-n", init=False)
+    label = "keep the best of each group of n"
+    param = N
 
     def select(self, rewards: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.select_groups(rewards[None], generator)[0]
@@ -136,6 +201,8 @@ class TopK(AcceptanceRule):
     k: int
     group_size: int
     name: str = field(default="top-k", init=False)
+    label = "keep the k best of the batch"
+    param = K
 
     def select(self, rewards: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.select_groups(rewards[None], generator)[0]
@@ -170,6 +237,9 @@ class DedupTopK(AcceptanceRule):
     key: Callable[[torch.Tensor], Sequence[Hashable]] | None = None
     samples: torch.Tensor | None = None
     name: str = field(default="dedup-top-k", init=False)
+    label = "top-k counting near-duplicates once"
+    param = K
+    rewards_decide = False
 
     def with_samples(self, samples: torch.Tensor) -> DedupTopK:
         """The rule bound to the candidates of a group, whose keys decide what counts as a duplicate."""
@@ -203,6 +273,8 @@ class Soft(AcceptanceRule):
 
     beta: float
     name: str = field(default="soft", init=False)
+    label = "accept with probability exp((r − r_max)/β)"
+    param = BETA
     needs_rewards_scale = True
 
     def select(self, rewards: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -265,7 +337,22 @@ def apply_rule(
     return mask
 
 
-RULES = ("threshold", "quantile", "best-of-n", "top-k", "soft", "dedup-top-k")
+RULES: dict[str, type[AcceptanceRule]] = {
+    "threshold": Threshold,
+    "quantile": Quantile,
+    "best-of-n": BestOfN,
+    "top-k": TopK,
+    "soft": Soft,
+    "dedup-top-k": DedupTopK,
+}
+"""Every rule by name, in menu order."""
+
+
+def rule_param(name: str) -> RuleParam:
+    """The parameter of the rule `name` (`ValueError` naming `--rule` for an unknown rule)."""
+    if name not in RULES:
+        raise ValueError(f"--rule: unknown {name!r}; choose one of {list(RULES)}")
+    return RULES[name].param
 
 
 def make_rule(
@@ -280,22 +367,13 @@ def make_rule(
     key: Callable[[torch.Tensor], Sequence[Hashable]] | None = None,
 ) -> AcceptanceRule:
     """Build a rule from its name and parameter; a missing parameter raises naming the flag."""
-
-    def need(value: float | int | None, flag: str) -> float | int:
-        if value is None:
-            raise ValueError(f"--{flag}: the rule {name!r} needs it")
-        return value
-
-    if name == "threshold":
-        return Threshold(float(need(threshold, "threshold")))
-    if name == "quantile":
-        return Quantile(float(need(quantile, "quantile")))
-    if name == "best-of-n":
-        return BestOfN(int(need(n, "n")))
-    if name == "top-k":
-        return TopK(int(need(k, "k")), int(need(group_size, "samples")))
-    if name == "dedup-top-k":
-        return DedupTopK(int(need(k, "k")), int(need(group_size, "samples")), key)
-    if name == "soft":
-        return Soft(float(need(beta, "beta")))
-    raise ValueError(f"--rule: unknown {name!r}; choose one of {list(RULES)}")
+    param = rule_param(name)
+    value = {"threshold": threshold, "quantile": quantile, "n": n, "k": k, "beta": beta}[param.name]
+    if value is None:
+        raise ValueError(f"--{param.name}: the rule {name!r} needs it")
+    typed = param.kind(value)
+    if name in ("top-k", "dedup-top-k"):
+        if group_size is None:
+            raise ValueError(f"--samples: the rule {name!r} needs the group size")
+        return TopK(typed, int(group_size)) if name == "top-k" else DedupTopK(typed, int(group_size), key)
+    return RULES[name](typed)  # type: ignore[call-arg]

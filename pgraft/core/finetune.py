@@ -28,11 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from pgraft.core.events import Progress
 from pgraft.core.process import NoiseProcess
-from pgraft.families.small import DiffusionModel
+from pgraft.families.base import DiffusionAdapter
 
 
 @dataclass(frozen=True)
@@ -41,17 +43,10 @@ class FinetuneData:
     `above_timestep` restricts training to timesteps strictly above it (`None`: the whole range)."""
 
     x: torch.Tensor
-    cond: torch.Tensor | None = None
+    cond: Any = None
+    """Row-aligned conditioning of `x` (a tensor or `families.base.Cond`), or None."""
     anchor_timestep: float | None = None
     above_timestep: float | None = None
-
-
-@dataclass(frozen=True)
-class FinetuneProgress:
-    done: int
-    total: int
-    loss: float
-    stage: str = "fine-tuning"
 
 
 def _col(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -80,14 +75,14 @@ def training_example(
 
 
 def finetune_iter(
-    model: DiffusionModel,
+    model: DiffusionAdapter,
     data: FinetuneData,
     steps: int,
     batch_size: int,
     lr: float,
     seed: int,
     grad_clip: float = 1.0,
-) -> Generator[FinetuneProgress, None, list[float]]:
+) -> Generator[Progress, None, list[float]]:
     """Train `model` (a trainable copy) in place on `data`; yields after each step, returns the losses.
 
     Minibatches, timesteps and noise come from one generator seeded with `seed`, so a fine-tuning run is
@@ -97,11 +92,11 @@ def finetune_iter(
         return []
     gen = torch.Generator().manual_seed(int(seed))
     device = model.device
-    params = [p for p in model.network.parameters() if p.requires_grad]
+    params = model.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     process = model.process
     losses: list[float] = []
-    model.network.train()
+    model.train_mode(True)
     for step in range(steps):
         idx = torch.randint(0, len(data.x), (batch_size,), generator=gen)
         x = data.x[idx].to(device)
@@ -118,6 +113,6 @@ def finetune_iter(
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
         losses.append(float(loss.detach()))
-        yield FinetuneProgress(step + 1, steps, losses[-1])
-    model.network.eval()
+        yield Progress("fine-tuning", step + 1, steps, loss=losses[-1])
+    model.train_mode(False)
     return losses

@@ -16,19 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from pgraft.core.events import Progress, drain
 from pgraft.core.process import NoiseProcess
-from pgraft.families.small import DiffusionModel
-
-
-@dataclass(frozen=True)
-class SamplingProgress:
-    done: int
-    total: int
-    stage: str = "sampling"
+from pgraft.families.base import DiffusionAdapter
 
 
 @dataclass(frozen=True)
@@ -82,15 +77,15 @@ def snap_cutoff(process: NoiseProcess, num_inference_steps: int, cutoff: float) 
 
 
 def sample_iter(
-    base: DiffusionModel,
+    base: DiffusionAdapter,
     seeds: torch.Tensor,
     num_inference_steps: int,
     eta: float = 1.0,
-    finetuned: DiffusionModel | None = None,
+    finetuned: DiffusionAdapter | None = None,
     cutoff: float | None = None,
-    cond: torch.Tensor | None = None,
+    cond: Any = None,
     batch_size: int | None = None,
-) -> Generator[SamplingProgress, None, Trajectory]:
+) -> Generator[Progress, None, Trajectory]:
     """Draw one sample per seed; with `finetuned`, it runs every step at `t > cutoff` (cutoff 0: all steps).
 
     1. set the grid (diffusers scheduler) and find the handoff index `k_c` of the cutoff on it;
@@ -127,7 +122,7 @@ def sample_iter(
             with torch.inference_mode():
                 out = model(x, t.to(device).expand(hi - lo), c)
                 x = process.step(scheduler, out, t, x, eta, noise[:, 1 + k] if stochastic else None)
-            yield SamplingProgress(b * num_steps + k + 1, n_batches * num_steps)
+            yield Progress("sampling", b * num_steps + k + 1, n_batches * num_steps)
         samples[lo:hi] = x.float().cpu()
         if x_cut is not None and k_c >= num_steps:
             x_cut[lo:hi] = x.float().cpu()
@@ -143,11 +138,8 @@ def sample_iter(
     )
 
 
-def sample(base: DiffusionModel, seeds: torch.Tensor, num_inference_steps: int, **kwargs: object) -> Trajectory:
+def sample(base: DiffusionAdapter, seeds: torch.Tensor, num_inference_steps: int, **kwargs: object) -> Trajectory:
     """`sample_iter` run to the end."""
-    gen = sample_iter(base, seeds, num_inference_steps, **kwargs)  # type: ignore[arg-type]
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    trajectory = drain(sample_iter(base, seeds, num_inference_steps, **kwargs))  # type: ignore[arg-type]
+    assert trajectory is not None
+    return trajectory

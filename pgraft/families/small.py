@@ -1,9 +1,10 @@
-"""The base-model abstraction every domain plugs into: a denoising network plus its noise process.
+"""The small-model family: a denoising network we train, plus its noise process (`DiffusionAdapter`).
 
 A network is any `torch.nn.Module` called as `network(x_t, timesteps, cond)` that returns the prediction
-of its process's parameterisation (ε, v or flow velocity). Domains wrap their architecture (an MLP, a
-diffusers `UNet2DModel`, the analytic score of a mixture) in that signature; the round logic never
-looks inside.
+of its process's parameterisation (ε, v or flow velocity); `cond` is one tensor (a class label per sample).
+Domains wrap their architecture (an MLP, a diffusers `UNet2DModel`, the analytic score of a mixture) in that
+signature; the engine never looks inside. Fine-tuning trains a deep copy of the whole network (they are
+small), saved whole every round; samples are what the rewards see (`decode` is the identity).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from pgraft.core.process import NoiseProcess
+from pgraft.families.base import Cond
 
 
 @dataclass
@@ -43,8 +45,28 @@ class DiffusionModel:
     """Rows per network call on a CPU, where a chunk whose activations stay in cache runs faster than one big
     batch (None: `sample_batch_size`). Measured per model (see `bench/bench_digits_sampler.py`)."""
 
-    def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.network(x, timesteps, cond)
+    def predict(
+        self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.network(x, timesteps, cond.single() if isinstance(cond, Cond) else cond)
+
+    __call__ = predict
+
+    def encode(self, prompts: list[str]) -> Cond:
+        """The conditioning of each prompt (`ValueError` naming `--prompts` for one the model cannot read)."""
+        if self.encode_prompts is None:
+            raise ValueError(f"--prompts: {self.name!r} is not a prompted model; leave --prompts out")
+        return Cond({"labels": self.encode_prompts(list(prompts))})
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """What the rewards see: the samples themselves."""
+        return x
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.network.parameters() if p.requires_grad]
+
+    def train_mode(self, on: bool) -> None:
+        self.network.train(on)
 
     @property
     def sampling_batch_size(self) -> int:

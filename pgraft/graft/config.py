@@ -16,69 +16,172 @@ from typing import Any
 
 import yaml
 
-from pgraft.core.acceptance import RULES
+from pgraft.core.acceptance import RULE_PARAMS, RULES
 
 METHODS = ("graft", "pgraft")
 ANCHORINGS = ("intermediate", "final")
 SAMPLERS = ("ddpm", "ddim")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEFAULT_PREVIEW = 512
+BY_MODEL = ("reward", "samples", "rounds", "num_inference_steps", "finetune_steps", "batch_size", "lr", "preview")
+"""Fields whose default comes from the model's domain (`Domain.defaults`, `registry.default_reward`): None
+until resolved, so `config.yaml` always holds the numbers a run used."""
 
 
-def _help(text: str, **kw: Any) -> Any:
-    return field(metadata={"help": text}, **kw)
+def _help(text: str, ui: dict[str, Any] | None = None, **kw: Any) -> Any:
+    """A field with its CLI help and, for the app's form, its control (`ui`: widget, label, range, ...)."""
+    return field(metadata={"help": text, "ui": ui or {}}, **kw)
+
+
+def _rule_field(name: str) -> Any:
+    """A rule's parameter, declared beside its rule (`core.acceptance.RULE_PARAMS`)."""
+    param = RULE_PARAMS[name]
+    ui = {"widget": param.widget, "label": param.label, "value": param.app_default, "minimum": param.minimum}
+    ui.update(maximum=param.maximum, step=param.step, precision=0 if param.kind is int else None)
+    return _help(param.help, ui, default=param.default)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    model: str = _help("base model: toy2d, toy2d-exact, or another registered model", default="toy2d")
-    dataset: str = _help("data set of the toy models: ring8 or asymmetric", default="ring8")
-    reward: str = _help("reward name (see `pgraft rewards`) or module:function", default="x")
+    model: str = _help(
+        "base model: toy2d, toy2d-exact, or another registered model (see `pgraft models`)",
+        {"widget": "dropdown", "label": "Base model"},
+        default="toy2d",
+    )
+    dataset: str = _help(
+        "data set of the toy models: ring8 or asymmetric", {"widget": "radio", "label": "Data set"}, default="ring8"
+    )
+    reward: str = _help(
+        "reward name (see `pgraft rewards`) or module:function (default: the model's domain default)",
+        {"widget": "dropdown", "label": "Reward"},
+        default=None,
+    )
     reward_args: dict[str, Any] = _help(
-        "reward arguments, e.g. {px: 1.0}; on the CLI --reward-arg px=1.0", default_factory=dict
+        "reward arguments, e.g. {px: 1.0}; on the CLI --reward-arg px=1.0",
+        {
+            "widget": "textbox",
+            "label": "Reward arguments",
+            "placeholder": "key=value, key=value",
+            "info": "Numbers or plain words only; nothing typed here is executed.",
+        },
+        default_factory=dict,
     )
     prompts: list[str] = _help(
-        "prompts of a prompted model (e.g. digits 2 5); N samples per prompt", default_factory=list
+        "prompts of a prompted model (e.g. digits 2 5); N samples per prompt",
+        {
+            "widget": "checkboxes",
+            "label": "Prompts",
+            "info": "Each prompt gets its own samples; the rule compares a prompt's samples among themselves.",
+        },
+        default_factory=list,
     )
-    method: str = _help("graft (fine-tune at every noise level) or pgraft (only above the cutoff)", default="graft")
+    method: str = _help(
+        "graft (fine-tune at every noise level) or pgraft (only above the cutoff)",
+        {
+            "widget": "radio",
+            "label": "Method",
+            "choices": [("GRAFT", "graft"), ("P-GRAFT", "pgraft")],
+            "info": "GRAFT fine-tunes at every noise level; P-GRAFT only above the cutoff, handing over to the base.",
+        },
+        default="graft",
+    )
     cutoff: float = _help(
         "P-GRAFT cutoff t_c in (0, 1): fraction of the noise range; snapped to the sampler's grid",
+        {
+            "widget": "slider",
+            "label": "Cutoff t_c (fraction of the noise range)",
+            "minimum": 0.05,
+            "maximum": 0.95,
+            "step": 0.05,
+            "value": 0.4,
+        },
         default=0.5,
     )
     anchoring: str = _help(
         "P-GRAFT training anchors: intermediate (accepted x_tc) or final (accepted x_0)",
+        {
+            "widget": "radio",
+            "label": "P-GRAFT anchors",
+            "choices": ["intermediate", "final"],
+            "info": "intermediate: train on the accepted handoff states x_tc (the paper); final: on the accepted x_0.",
+        },
         default="intermediate",
     )
-    rule: str = _help("acceptance rule: " + ", ".join(RULES), default="best-of-n")
-    threshold: float | None = _help("threshold rule: accept rewards >= this", default=None)
-    quantile: float | None = _help("quantile rule: accept rewards >= the batch q-quantile, q in (0, 1)", default=None)
-    n: int = _help("best-of-n rule: group size n >= 2", default=4)
-    k: int | None = _help("top-k rules: keep the k best of each prompt's samples", default=None)
-    beta: float | None = _help("soft rule: temperature beta > 0", default=None)
+    rule: str = _help(
+        "acceptance rule: " + ", ".join(RULES), {"widget": "dropdown", "label": "Acceptance rule"}, default="best-of-n"
+    )
+    threshold: float | None = _rule_field("threshold")
+    quantile: float | None = _rule_field("quantile")
+    n: int = _rule_field("n")
+    k: int | None = _rule_field("k")
+    beta: float | None = _rule_field("beta")
     dedup_resolution: float = _help(
         "dedup-top-k on the toy: samples closer than this grid are duplicates", default=0.25
     )
-    samples: int = _help("candidates per round (per prompt)", default=4096)
-    rounds: int = _help("rounds of sample -> accept -> fine-tune", default=3)
-    sampler: str = _help("ddpm (ancestral, eta = 1) or ddim (with --eta)", default="ddpm")
-    eta: float = _help("DDIM eta in [0, 1]; ddpm means eta = 1", default=1.0)
-    num_inference_steps: int = _help("sampling steps per sample", default=100)
-    finetune_steps: int = _help("fine-tuning steps per round", default=300)
-    batch_size: int = _help("fine-tuning batch size", default=512)
-    lr: float = _help("fine-tuning learning rate", default=1e-3)
-    preview: int = _help(
-        f"samples (per prompt) drawn from the same seeds every round, for before/after views "
-        f"(default: {DEFAULT_PREVIEW}, or --samples if fewer)",
+    samples: int = _help(
+        "candidates per round (per prompt) (default: the model's domain default)",
+        {"widget": "slider", "label": "Samples per round", "minimum": 256, "maximum": 8192, "step": 256},
         default=None,
     )
-    seed: int = _help("seed of everything random in the run", default=0)
+    rounds: int = _help(
+        "rounds of sample -> accept -> fine-tune",
+        {"widget": "slider", "label": "Rounds", "minimum": 1, "maximum": 10, "step": 1},
+        default=None,
+    )
+    sampler: str = _help(
+        "ddpm (ancestral, eta = 1) or ddim (with --eta)",
+        {"widget": "radio", "label": "Sampler (ddpm = ancestral; ddim uses η)", "choices": list(SAMPLERS)},
+        default="ddpm",
+    )
+    eta: float = _help(
+        "DDIM eta in [0, 1]; ddpm means eta = 1",
+        {"widget": "slider", "label": "DDIM η (0 = deterministic)", "minimum": 0.0, "maximum": 1.0, "step": 0.05},
+        default=1.0,
+    )
+    num_inference_steps: int = _help(
+        "sampling steps per sample",
+        {"widget": "slider", "label": "Sampling steps", "minimum": 2, "maximum": 200, "step": 1},
+        default=None,
+    )
+    finetune_steps: int = _help(
+        "fine-tuning steps per round",
+        {"widget": "slider", "label": "Fine-tuning steps", "minimum": 0, "maximum": 1000, "step": 10},
+        default=None,
+    )
+    batch_size: int = _help(
+        "fine-tuning batch size",
+        {"widget": "slider", "label": "Fine-tuning batch size", "minimum": 16, "maximum": 2048, "step": 16},
+        default=None,
+    )
+    lr: float = _help(
+        "fine-tuning learning rate", {"widget": "number", "label": "Learning rate", "minimum": 0}, default=None
+    )
+    preview: int = _help(
+        f"samples (per prompt) drawn from the same seeds every round, for before/after views "
+        f"(default: the domain's, else {DEFAULT_PREVIEW} or --samples if fewer)",
+        {
+            "widget": "slider",
+            "label": "Preview samples (same seeds every round)",
+            "minimum": 0,
+            "maximum": 1024,
+            "step": 8,
+        },
+        default=None,
+    )
+    seed: int = _help(
+        "seed of everything random in the run", {"widget": "number", "label": "Seed", "precision": 0}, default=0
+    )
     device: str = _help("auto, cpu, cuda, cuda:N or mps", default="auto")
 
     def __post_init__(self) -> None:
         def bad(flag: str, value: Any, allowed: str) -> ValueError:
             return ValueError(f"--{flag.replace('_', '-')}: {value!r} is invalid; {allowed}")
 
-        if self.preview is None:  # frozen: resolve the default in place, so config.yaml holds the number
+        # Frozen: the model's defaults are resolved in place, so config.yaml holds the numbers.
+        for name, value in model_defaults(self.model).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.preview is None:
             object.__setattr__(
                 self,
                 "preview",
@@ -154,19 +257,31 @@ class RunConfig:
         return cls(**data)
 
     @classmethod
-    def from_yaml(cls, path: Path) -> RunConfig:
+    def read_yaml(cls, path: Path) -> dict[str, Any]:
+        """The options a YAML file sets, by field name (unresolved: the model's defaults are not filled in)."""
         data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"--config: {str(path)!r} must hold a mapping of option names to values")
-        return cls.from_dict({k.replace("-", "_"): v for k, v in data.items()}, source=f"--config {path}")
+        values = {str(k).replace("-", "_"): v for k, v in data.items()}
+        unknown = set(values) - set(cls.field_names())
+        if unknown:
+            raise ValueError(f"--config {path}: unknown keys {sorted(unknown)}; allowed: {cls.field_names()}")
+        return values
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> RunConfig:
+        return cls.from_dict(cls.read_yaml(path), source=f"--config {path}")
 
     def command_line(self) -> str:
-        """The `pgraft run` command that reproduces this configuration."""
-        default = RunConfig()
+        """The `pgraft run` command that reproduces this configuration (values equal to the model's defaults
+        are left out)."""
+        default = {f.name: f.default for f in dataclasses.fields(self)} | model_defaults(self.model)
+        if default.get("preview") is None and isinstance(self.samples, int):
+            default["preview"] = min(DEFAULT_PREVIEW, self.samples)
         parts = ["pgraft run"]
         for name in self.field_names():
             value = getattr(self, name)
-            if value == getattr(default, name) or value is None:
+            if value == default.get(name) or value is None or value == {} or value == []:
                 continue
             flag = "--" + name.replace("_", "-")
             # Values are shell-quoted, so prompts and paths with spaces survive copy and paste.
@@ -177,3 +292,20 @@ class RunConfig:
             else:
                 parts.append(f"{flag} {shlex.quote(str(value))}")
         return " ".join(parts)
+
+
+def model_defaults(model: str) -> dict[str, Any]:
+    """The defaults of the `BY_MODEL` fields for a registered model: its domain's run defaults and reward
+    (`ValueError` naming `--model` for an unknown model)."""
+    from pgraft.registry import default_reward, domain_of
+
+    if not isinstance(model, str):
+        raise ValueError(f"--model: {model!r} is invalid; give the name of a registered model")
+    values = domain_of(model).run_defaults()
+    values["reward"] = default_reward(model)
+    return values
+
+
+def defaulted_fields(values: dict[str, Any]) -> list[str]:
+    """Of the `BY_MODEL` fields, those that `values` leave to the model's defaults (for saying which were used)."""
+    return [name for name in BY_MODEL if values.get(name) is None]

@@ -17,31 +17,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pgraft.core.acceptance import AcceptanceRule, apply_rule, make_rule
-from pgraft.core.finetune import FinetuneData, FinetuneProgress, finetune_iter
-from pgraft.core.sampling import SamplingProgress, Trajectory, sample_iter, sample_seeds, snap_cutoff
+from pgraft.core.acceptance import apply_rule
+from pgraft.core.events import Cancelled, Finished, Notice, Progress, Stopped, relay
+from pgraft.core.finetune import FinetuneData, finetune_iter
+from pgraft.core.sampling import Trajectory, sample_iter, sample_seeds
+from pgraft.families.base import DiffusionAdapter, cat_rows
 from pgraft.graft.config import RunConfig
-from pgraft.graft.evaluation import Evaluator, make_evaluator
+from pgraft.graft.setup import RunSetup, build_setup
 from pgraft.graft.storage import RunStore
-from pgraft.registry import DiffusionModel, get_model_spec, load_model
-from pgraft.rewards import Reward, make_reward, score
+from pgraft.rewards import score
 
 PREVIEW_STREAM = 0
-
-
-@dataclass(frozen=True)
-class Progress:
-    round: int
-    stage: str
-    done: int
-    total: int
-    loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,104 +54,19 @@ class RoundResult:
 
 
 @dataclass(frozen=True)
-class Notice:
-    round: int
-    message: str
+class RunCancelled(Cancelled):
+    """The run stopped at `should_stop()`; rounds `0 .. completed_rounds - 1` are complete (and on disk)."""
 
-
-@dataclass(frozen=True)
-class Cancelled:
     completed_rounds: int
 
 
 @dataclass(frozen=True)
-class Finished:
+class RunFinished(Finished):
     completed_rounds: int
     out: Path | None
 
 
-Event = Progress | RoundResult | Notice | Cancelled | Finished
-
-
-class StopRun(Exception):
-    pass
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device: {device!r} asked for, but no CUDA device is available; use cpu or auto")
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
-
-
-@dataclass
-class RunSetup:
-    """Everything built from a config before any work: building it is where bad input is refused."""
-
-    config: RunConfig
-    base: DiffusionModel
-    reward: Reward
-    rule: AcceptanceRule
-    evaluator: Evaluator
-    cutoff_timestep: float | None
-    prompts: list[str] = field(default_factory=list)
-    cond: torch.Tensor | None = None
-
-
-def build_setup(config: RunConfig, allow_import: bool = False, base: DiffusionModel | None = None) -> RunSetup:
-    spec = get_model_spec(config.model)
-    if spec.conditional and not config.prompts:
-        raise ValueError(f"--prompts: the prompted model {config.model!r} needs at least one prompt")
-    if not spec.conditional and config.prompts:
-        raise ValueError(f"--prompts: {config.model!r} is not a prompted model; leave --prompts out")
-    device = resolve_device(config.device)
-    base = base or load_model(config.model, device=device, dataset=config.dataset)
-    context: dict[str, Any] = {"model": base}
-    if base.domain == "toy2d":
-        from pgraft.domains.toy2d.mixture import get_dataset
-
-        context["mixture"] = get_dataset(config.dataset)
-    reward = make_reward(config.reward, base.domain, config.reward_args, context, allow_import=allow_import)
-    base.process.check_steps(config.num_inference_steps)
-    cut_ts = None
-    if config.method == "pgraft":
-        k, cut_ts = snap_cutoff(base.process, config.num_inference_steps, config.cutoff)
-        if k == 0:
-            raise ValueError(
-                f"--cutoff: {config.cutoff} leaves no sampling step above it on a "
-                f"{config.num_inference_steps}-step grid; "
-                "lower it"
-            )
-    evaluator = make_evaluator(
-        base,
-        reward,
-        make_rule_for(config, None),
-        cut_ts,
-        config.effective_eta > 0 and base.process.stochastic_samplers,
-        prompts=list(config.prompts),
-    )
-    rule = make_rule_for(config, evaluator.dedup_key(config.dedup_resolution))
-    cond = None
-    if spec.conditional:
-        assert base.encode_prompts is not None
-        cond = base.encode_prompts(config.prompts)
-    return RunSetup(config, base, reward, rule, evaluator, cut_ts, list(config.prompts), cond)
-
-
-def make_rule_for(config: RunConfig, key: Any) -> AcceptanceRule:
-    return make_rule(
-        config.rule,
-        threshold=config.threshold,
-        quantile=config.quantile,
-        n=config.n,
-        k=config.k,
-        beta=config.beta,
-        group_size=config.samples,
-        key=key,
-    )
+Event = Progress | RoundResult | Notice | RunCancelled | RunFinished
 
 
 class RoundRunner:
@@ -178,7 +85,7 @@ class RoundRunner:
         self.should_stop = should_stop or (lambda: False)
 
     # -- the pieces of a round ------------------------------------------------------------------------
-    def _seeds(self, stream: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _seeds(self, stream: int, n: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Seeds, group (prompt) index and conditioning of `n` samples per prompt of one stream."""
         prompts = max(1, len(self.setup.prompts))
         seeds = torch.cat([sample_seeds(self.config.seed, stream * 1000 + p, n) for p in range(prompts)])
@@ -189,11 +96,10 @@ class RoundRunner:
     def _prompts_of(self, groups: torch.Tensor) -> list[str] | None:
         return [self.setup.prompts[g] for g in groups.tolist()] if self.setup.prompts else None
 
-    def _draw(self, r: int, finetuned: DiffusionModel | None) -> Generator[Event, None, tuple[Trajectory, int]]:
+    def _draw(self, r: int, finetuned: DiffusionAdapter | None) -> Generator[Event, None, tuple[Trajectory, int]]:
         cfg = self.config
         seeds, _groups, cond = self._seeds(r + 1, cfg.samples)
         p_seeds, _p_groups, p_cond = self._seeds(PREVIEW_STREAM, cfg.preview)
-        all_cond = torch.cat([cond, p_cond]) if cond is not None and p_cond is not None else None
         gen = sample_iter(
             self.setup.base,
             torch.cat([seeds, p_seeds]),
@@ -201,33 +107,21 @@ class RoundRunner:
             eta=cfg.effective_eta,
             finetuned=finetuned,
             cutoff=cfg.cutoff if cfg.method == "pgraft" else None,
-            cond=all_cond,
+            cond=cat_rows([cond, p_cond]),
         )
-        while True:
-            try:
-                ev: SamplingProgress = next(gen)
-            except StopIteration as stop:
-                return stop.value, len(seeds)
-            yield Progress(r, "sampling", ev.done, ev.total)
-            if self.should_stop():
-                raise StopRun
+        trajectory = yield from relay(gen, self.should_stop, round=r)
+        return trajectory, len(seeds)
 
     def _finetune(
-        self, r: int, current: DiffusionModel | None, data: FinetuneData
-    ) -> Generator[Event, None, tuple[DiffusionModel, float]]:
+        self, r: int, current: DiffusionAdapter | None, data: FinetuneData
+    ) -> Generator[Event, None, tuple[DiffusionAdapter, float]]:
         """Fine-tune a copy of the current model; returns it and its mean loss over the last tenth of the steps."""
         cfg = self.config
         model = (current or self.setup.base).trainable_copy()
         gen = finetune_iter(model, data, cfg.finetune_steps, cfg.batch_size, cfg.lr, seed=cfg.seed * 7919 + r)
-        while True:
-            try:
-                ev: FinetuneProgress = next(gen)
-            except StopIteration as stop:
-                tail = stop.value[-max(1, len(stop.value) // 10) :]
-                return model.frozen(), sum(tail) / len(tail)
-            yield Progress(r, "fine-tuning", ev.done, ev.total, ev.loss)
-            if self.should_stop():
-                raise StopRun
+        losses = yield from relay(gen, self.should_stop, round=r)
+        tail = losses[-max(1, len(losses) // 10) :]
+        return model.frozen(), sum(tail) / len(tail)
 
     def _training_data(self, result: RoundResult) -> FinetuneData:
         cfg = self.config
@@ -266,15 +160,14 @@ class RoundRunner:
                         timings["time_finetune"] = time.perf_counter() - t0
                     else:
                         yield Notice(
-                            r,
-                            f"round {r}: no sample was accepted in round {r - 1}; the model is left unchanged",
+                            f"round {r}: no sample was accepted in round {r - 1}; the model is left unchanged", r
                         )
                 t0 = time.perf_counter()
                 traj, n = yield from self._draw(r, current)
                 timings["time_sampling"] = time.perf_counter() - t0
                 result = self._score_and_accept(r, traj, n, timings, loss)
                 if not result.accepted.any():
-                    yield Notice(r, f"round {r}: no sample was accepted ({self.setup.rule.describe()})")
+                    yield Notice(f"round {r}: no sample was accepted ({self.setup.rule.describe()})", r)
                 if self.store is not None:
                     # Evaluators may render files of their own (the digits sample grids) into the round folder.
                     render = getattr(self.setup.evaluator, "round_artifacts", None)
@@ -284,10 +177,10 @@ class RoundRunner:
                     result = RoundResult(**{**result.__dict__, "path": path})
                 previous = result
                 yield result
-        except StopRun:
-            yield Cancelled(previous.round + 1 if previous is not None else 0)
+        except Stopped:
+            yield RunCancelled(previous.round + 1 if previous is not None else 0)
             return
-        yield Finished(cfg.rounds + 1, self.store.out if self.store else None)
+        yield RunFinished(cfg.rounds + 1, self.store.out if self.store else None)
 
     def _score_and_accept(
         self, r: int, traj: Trajectory, n: int, timings: dict[str, float], loss: float
@@ -297,7 +190,10 @@ class RoundRunner:
         _, p_groups, _ = self._seeds(PREVIEW_STREAM, cfg.preview)
         t0 = time.perf_counter()
         all_groups = torch.cat([groups, p_groups])
-        rewards_all = score(self.setup.reward, traj.samples, self._prompts_of(all_groups))
+        # Rewards and metrics see what the family decodes (pixels of a latent pipeline; the samples themselves
+        # for the small models); the run stores the samples.
+        decoded = self.setup.base.decode(traj.samples)
+        rewards_all = score(self.setup.reward, decoded, self._prompts_of(all_groups))
         timings["time_scoring"] = time.perf_counter() - t0
         samples, rewards = traj.samples[:n], rewards_all[:n]
         t0 = time.perf_counter()
@@ -318,7 +214,7 @@ class RoundRunner:
         if self.setup.prompts:
             for p, prompt in enumerate(self.setup.prompts):
                 metrics[f"reward_mean[{prompt}]"] = float(rewards[groups == p].mean())
-        metrics.update(self.setup.evaluator.round_metrics(r, samples, rewards))
+        metrics.update(self.setup.evaluator.round_metrics(r, decoded[:n], rewards))
         timings["time_metrics"] = time.perf_counter() - t0
         if traj.cutoff_fraction is not None and cfg.method == "pgraft":
             metrics["cutoff_effective"] = traj.cutoff_fraction

@@ -30,9 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from pgraft.core.events import Progress, drain
 from pgraft.core.sampling import seeded_noise
-from pgraft.families.small import DiffusionModel
+from pgraft.families.base import DiffusionAdapter
 from pgraft.inc.inversion import euler_sample
+from pgraft.nets.mlp import MLPDenoiser
 
 PATHS = ("trig", "linear")
 
@@ -61,14 +63,6 @@ class CorrectionConfig:
                 raise ValueError(f"{flag}: {value!r} is invalid; allowed: {allowed}")
 
 
-@dataclass(frozen=True)
-class CorrectionProgress:
-    done: int
-    total: int
-    loss: float
-    stage: str = "training correction"
-
-
 def interpolant(path: str, z: torch.Tensor, eps: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`(x_s, dx_s/ds)` of the path from `z` (s = 0) to `ε` (s = 1); `s` has shape `(N, 1)`."""
     if path == "linear":
@@ -82,8 +76,6 @@ class CorrectionFlow(nn.Module):
 
     def __init__(self, shape: tuple[int, ...], hidden: int = 64, path: str = "trig") -> None:
         super().__init__()
-        from pgraft.domains.toy2d.models import MLPDenoiser
-
         self.shape = tuple(shape)
         self.path = path
         self.dim = math.prod(self.shape)
@@ -141,7 +133,7 @@ def train_correction_iter(
     config: CorrectionConfig,
     should_stop: Callable[[], bool] = lambda: False,
     device: str | torch.device = "cpu",
-) -> Generator[CorrectionProgress, None, tuple[CorrectionFlow, dict[str, Any]]]:
+) -> Generator[Progress, None, tuple[CorrectionFlow, dict[str, Any]]]:
     """Flow matching from `N(0, I)` to the empirical law of `z` (docs/method.md §4.3).
 
     Each step draws a minibatch of `z`, fresh noise `ε` and path times `s ~ U(0, 1)`, and regresses the
@@ -170,7 +162,7 @@ def train_correction_iter(
         sched.step()
         done = step + 1
         if done % 50 == 0 or done == config.train_steps:
-            yield CorrectionProgress(done, config.train_steps, float(loss.detach()))
+            yield Progress("training the correction", done, config.train_steps, loss=float(loss.detach()))
     record = {**asdict(config), "steps_done": done, "final_loss": float(loss.detach()), "n_noises": len(z)}
     record["train_seconds"] = round(time.perf_counter() - start, 2)
     return flow.eval().requires_grad_(False), record
@@ -178,16 +170,13 @@ def train_correction_iter(
 
 def train_correction(z: torch.Tensor, config: CorrectionConfig, **kwargs: Any) -> CorrectionFlow:
     """`train_correction_iter` run to the end; returns only the flow."""
-    gen = train_correction_iter(z, config, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value[0]
+    trained = drain(train_correction_iter(z, config, **kwargs))
+    assert trained is not None
+    return trained[0]
 
 
 def corrected_sample(
-    base: DiffusionModel,
+    base: DiffusionAdapter,
     seeds: torch.Tensor,
     num_inference_steps: int,
     correction: CorrectionFlow | None = None,

@@ -26,21 +26,15 @@ from dataclasses import dataclass
 
 import torch
 
+from pgraft.core.events import Progress, drain
 from pgraft.core.process import FlowProcess
-from pgraft.families.small import DiffusionModel
+from pgraft.families.base import DiffusionAdapter
 
 STALL_PATIENCE = 20  # iterations without a new best residual that count as "does not contract"
 
 
 class InversionError(ValueError):
     """The fixed-point iteration of one inversion step did not contract (`η L ≥ 1` there)."""
-
-
-@dataclass(frozen=True)
-class InversionProgress:
-    done: int
-    total: int
-    stage: str = "inverting"
 
 
 @dataclass(frozen=True)
@@ -89,7 +83,7 @@ class Inversion:
         return sum(1 + s.mean_iterations for s in self.steps)
 
 
-def flow_grid(model: DiffusionModel, num_inference_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def flow_grid(model: DiffusionAdapter, num_inference_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The sampler's `timesteps (K,)` and `sigmas (K + 1,)`, exactly as the diffusers scheduler sets them."""
     if not isinstance(model.process, FlowProcess):
         raise ValueError(
@@ -100,7 +94,7 @@ def flow_grid(model: DiffusionModel, num_inference_steps: int) -> tuple[torch.Te
 
 
 def euler_sample(
-    model: DiffusionModel, z: torch.Tensor, num_inference_steps: int, batch_size: int | None = None
+    model: DiffusionAdapter, z: torch.Tensor, num_inference_steps: int, batch_size: int | None = None
 ) -> torch.Tensor:
     """`G(z)`: the flow model's discrete Euler sampler from given noises (the loop of `sampling.sample_iter`)."""
     process = model.process
@@ -129,7 +123,7 @@ def _step_error(report: StepReport, rows: int) -> InversionError:
 
 
 def invert_step(
-    model: DiffusionModel,
+    model: DiffusionAdapter,
     y_next: torch.Tensor,
     timestep: torch.Tensor,
     sigma: torch.Tensor,
@@ -192,14 +186,14 @@ def invert_step(
 
 
 def invert_iter(
-    model: DiffusionModel,
+    model: DiffusionAdapter,
     x: torch.Tensor,
     num_inference_steps: int,
     tol: float = 1e-5,
     max_iter: int = 100,
     batch_size: int | None = None,
     on_failure: str = "raise",
-) -> Generator[InversionProgress, None, Inversion]:
+) -> Generator[Progress, None, Inversion]:
     """Invert data `x` through the K-step Euler sampler, last step first (docs/method.md §4.1).
 
     Yields progress after every step of every batch and returns the `Inversion`; per-step reports are
@@ -234,7 +228,7 @@ def invert_iter(
             reports[k].append(rep)
             failed[rows[bad.cpu()]] = True
             rows, y = rows[~bad.cpu()], y[~bad]
-            yield InversionProgress(b * num_steps + j + 1, n_batches * num_steps)
+            yield Progress("inverting", b * num_steps + j + 1, n_batches * num_steps)
         noises[rows] = y.float().cpu()
     if bool(failed.all()):
         worst = max((r for rs in reports for r in rs), key=lambda r: r.failed)
@@ -259,11 +253,8 @@ def _merge(reports: list[StepReport]) -> StepReport:
     )
 
 
-def invert(model: DiffusionModel, x: torch.Tensor, num_inference_steps: int, **kwargs: object) -> Inversion:
+def invert(model: DiffusionAdapter, x: torch.Tensor, num_inference_steps: int, **kwargs: object) -> Inversion:
     """`invert_iter` run to the end."""
-    gen = invert_iter(model, x, num_inference_steps, **kwargs)  # type: ignore[arg-type]
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    inversion = drain(invert_iter(model, x, num_inference_steps, **kwargs))  # type: ignore[arg-type]
+    assert inversion is not None
+    return inversion

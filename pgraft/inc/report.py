@@ -13,62 +13,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 
 from pgraft.inc.run import IncResult
-
-
-def quality_table(rows: list[dict[str, Any]], primary: str, higher_is_better: bool) -> pd.DataFrame:
-    """The rows as a table, plus for every corrected row the cheapest base sampler with at least its FLOPs
-    (`base_steps_at_equal_flops`, its `primary` metric, and `gain_at_equal_flops` > 0 when the corrected row
-    is better: the paper's claim is better quality at no more compute)."""
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    base = table[table["method"] == "base"].sort_values("flops_per_image")
-    steps, values = [], []
-    for _, row in table.iterrows():
-        richer = base[base["flops_per_image"] >= row["flops_per_image"]] if row["method"] == "corrected" else base[:0]
-        steps.append(int(richer["num_inference_steps"].iloc[0]) if len(richer) else None)
-        values.append(float(richer[primary].iloc[0]) if len(richer) else np.nan)
-    table["base_steps_at_equal_flops"] = pd.array(steps, dtype="Int64")
-    table[f"base_{primary}_at_equal_flops"] = values
-    sign = 1.0 if higher_is_better else -1.0
-    table["gain_at_equal_flops"] = sign * (table[primary] - table[f"base_{primary}_at_equal_flops"])
-    return table
-
-
-def x_axis(result: IncResult) -> str:
-    """FLOPs per image, or network evaluations when the base model has no counted FLOPs (the exact velocity
-    of a mixture is closed-form arithmetic, not a network)."""
-    return "flops_per_image" if result.flops["base"] > 0 else "nfe"
-
-
-def diagnostics_table(result: IncResult) -> pd.DataFrame:
-    rows = []
-    for k, diag in result.diagnostics.items():
-        inv = result.inversions[k]
-        rows.append(
-            {
-                "num_inference_steps": k,
-                "inverted": int((~inv.failed).sum()),
-                "failed": int(inv.failed.sum()),
-                "max_residual": inv.max_residual,
-                "evaluations_per_sample": inv.evaluations_per_sample,
-                **diag.to_dict(),
-                "passes_0.01": diag.passes(0.01),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def steps_table(result: IncResult) -> pd.DataFrame:
-    rows = [{"num_inference_steps": k, **vars(s)} for k, inv in result.inversions.items() for s in inv.steps]
-    return pd.DataFrame(rows)
+from pgraft.inc.tables import diagnostics_table, quality_table, steps_table, x_axis  # noqa: F401
+from pgraft.registry import get_domain
 
 
 def figures(result: IncResult, k: int | None = None, m: int | None = None) -> dict[str, go.Figure]:
@@ -78,9 +28,9 @@ def figures(result: IncResult, k: int | None = None, m: int | None = None) -> di
 
     out: dict[str, go.Figure] = {}
     table = result.table()
-    metrics = [c for c in ("loglik", "mmd", "fd") if c in table.columns]
+    metrics = [c for c in result.labels or (result.primary,) if c in table.columns]
     for metric in metrics:
-        out[f"quality_{metric}"] = plots.quality_vs_flops(table, metric, x_axis(result))
+        out[f"quality_{metric}"] = plots.quality_vs_flops(table, metric, x_axis(result), result.labels.get(metric))
     if not result.inversions:
         return out
     k = k if k in result.inversions else min(result.inversions)
@@ -93,7 +43,8 @@ def figures(result: IncResult, k: int | None = None, m: int | None = None) -> di
         m = m if m in corrected_ms else corrected_ms[-1]
         base, corr = result.previews[(k, 0)].numpy(), result.previews[(k, m)].numpy()
         title = f"same seeds: base flow K={k} vs base + correction (m={m})"
-        draw = plots.toy_base_vs_corrected if result.domain == "toy2d" else plots.digits_base_vs_corrected
+        support = get_domain(result.domain).inc
+        draw = support.samples_figure if support is not None else plots.images_base_vs_corrected
         out["samples"] = draw(base, corr, title)
     return out
 

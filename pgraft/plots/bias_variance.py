@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pgraft.plots.rounds import placeholder, style
+from pgraft.plots.style import placeholder, style
 
 V_COLOR = "#d64545"
 B_COLOR = "#3b6fd8"

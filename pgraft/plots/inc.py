@@ -3,7 +3,8 @@
 - `noise_norm_histogram`: the norms of the inverted noises against the chi density of `|N(0, I_d)|`;
 - `noise_scatter`: 2-D inverted noises over fresh `N(0, I)` draws (the toy);
 - `quality_vs_flops`: the base flow at several step counts and base + correction, quality against FLOPs;
-- `toy_base_vs_corrected` / `digits_base_vs_corrected`: samples of both samplers from the same seeds.
+- `images_base_vs_corrected`: image samples of both samplers from the same seeds (a domain with other samples
+  draws its own, `IncSupport.samples_figure`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from plotly.subplots import make_subplots
 BASE_COLOR = "#7f7f7f"
 CORRECTED_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
 REFERENCE_COLOR = "#c9d3e0"
-METRIC_LABELS = {"loglik": "log-likelihood (higher is better)", "mmd": "MMD² to data (lower is better)"}
-METRIC_LABELS["fd"] = "Fréchet distance to held-out digits (lower is better)"
 
 
-def _style(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
+def inc_style(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 15}},
         height=height,
@@ -49,7 +48,7 @@ def noise_norm_histogram(noises: np.ndarray, title: str = "norms of the inverted
     )
     fig.update_xaxes(title="|z|")
     fig.update_yaxes(title="density")
-    return _style(fig, title)
+    return inc_style(fig, title)
 
 
 def noise_scatter(
@@ -74,11 +73,14 @@ def noise_scatter(
     lim = max(3.5, float(np.quantile(np.abs(z), 0.998)) * 1.05)
     fig.update_xaxes(range=[-lim, lim], title="z₁")
     fig.update_yaxes(range=[-lim, lim], title="z₂", scaleanchor="x", scaleratio=1)
-    return _style(fig, title, height=480)
+    return inc_style(fig, title, height=480)
 
 
-def quality_vs_flops(table: pd.DataFrame, metric: str, x: str = "flops_per_image") -> go.Figure:
-    """Quality against compute: the base line over K and one corrected line per number of correction steps m."""
+def quality_vs_flops(
+    table: pd.DataFrame, metric: str, x: str = "flops_per_image", label: str | None = None
+) -> go.Figure:
+    """Quality against compute: the base line over K and one corrected line per number of correction steps m
+    (`label`: the metric's axis label)."""
     fig = go.Figure()
     base = table[table["method"] == "base"].sort_values(x)
     fig.add_scatter(
@@ -96,28 +98,12 @@ def quality_vs_flops(table: pd.DataFrame, metric: str, x: str = "flops_per_image
         )  # fmt: skip
     label = "FLOPs per image (counted)" if x == "flops_per_image" else "network evaluations per image"
     fig.update_xaxes(title=label, type="log")
-    fig.update_yaxes(title=METRIC_LABELS.get(metric, metric))
-    return _style(fig, f"{metric} against compute: base flow vs base + correction")
-
-
-def toy_base_vs_corrected(base: np.ndarray, corrected: np.ndarray, title: str) -> go.Figure:
-    """Two scatter panels of 2-D samples drawn from the same seeds; a seed has the same colour in both."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("base flow", "base + correction (same seeds)"))
-    colors = np.arange(len(base))
-    for col, pts in ((1, base), (2, corrected)):
-        fig.add_scatter(
-            x=pts[:, 0], y=pts[:, 1], mode="markers", showlegend=False,
-            marker={"size": 4, "color": colors, "colorscale": "Viridis"}, row=1, col=col,
-        )  # fmt: skip
-    lim = float(np.quantile(np.abs(np.concatenate([base, corrected])), 0.995)) * 1.1
-    fig.update_xaxes(range=[-lim, lim])
-    fig.update_yaxes(range=[-lim, lim], scaleanchor="x", scaleratio=1)
-    fig.update_yaxes(scaleanchor="x2", scaleratio=1, row=1, col=2)
-    return _style(fig, title, height=440)
+    fig.update_yaxes(title=label or metric)
+    return inc_style(fig, f"{metric} against compute: base flow vs base + correction")
 
 
 def _mosaic(images: np.ndarray, cols: int) -> np.ndarray:
-    """`(n, 8, 8)` images in [0, 1] tiled into one array with one-pixel gaps."""
+    """`(n, H, W)` images in [0, 1] tiled into one array with one-pixel gaps."""
     n, h, w = images.shape
     rows = -(-n // cols)
     out = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1))
@@ -127,15 +113,18 @@ def _mosaic(images: np.ndarray, cols: int) -> np.ndarray:
     return out
 
 
-def digits_base_vs_corrected(base: np.ndarray, corrected: np.ndarray, title: str, cols: int = 8) -> go.Figure:
-    """Two image grids of model-scale images `(n, 1, 8, 8)` in [-1, 1], same seeds at the same position."""
+def images_base_vs_corrected(base: np.ndarray, corrected: np.ndarray, title: str, cols: int = 8) -> go.Figure:
+    """Two image grids of model-scale images `(n, C, H, W)` in [-1, 1] (channels averaged to grey), same seeds
+    at the same position."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("base flow", "base + correction (same seeds)"))
     for col, imgs in ((1, base), (2, corrected)):
-        unit = np.clip((np.asarray(imgs, dtype=np.float64).reshape(len(imgs), 8, 8) + 1) / 2, 0, 1)
+        x = np.asarray(imgs, dtype=np.float64)
+        x = x.mean(axis=1) if x.ndim == 4 else x
+        unit = np.clip((x + 1) / 2, 0, 1)
         fig.add_heatmap(
             z=_mosaic(unit, cols)[::-1], colorscale="gray_r", showscale=False, zmin=0, zmax=1, row=1, col=col
         )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
     fig.update_yaxes(scaleanchor="x2", scaleratio=1, row=1, col=2)
-    return _style(fig, title, height=420)
+    return inc_style(fig, title, height=420)

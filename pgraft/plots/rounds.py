@@ -7,8 +7,8 @@ the same pictures. Nothing here imports gradio or touches a model.
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,62 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pgraft.core.acceptance import AcceptanceRule, Quantile, Threshold, implied_kl, reshaped_reward
-
-BASE_COLOR = "#9aa5b1"
-ROUND_COLOR = "#3b6fd8"
-ACCEPT_COLOR = "#1f9d55"
-TARGET_COLOR = "#e07b1a"
-FONT = dict(family="Inter, system-ui, sans-serif", size=12)
-
-# Quality panels per domain: (panel title, [(metric column, legend label), ...]).
-QUALITY_PANELS: dict[str, list[tuple[str, list[tuple[str, str]]]]] = {
-    "toy2d": [
-        (
-            "distance to the exact target (0 = perfect)",
-            [("ks_to_target", "KS, rewards"), ("tv_to_target", "TV, samples")],
-        ),
-        ("realism: mean log-likelihood under the data", [("loglik", "log-likelihood")]),
-    ],
-    "digits": [
-        (
-            "Fréchet distance in classifier features",
-            [("fid_real", "to real digits"), ("fid_base", "to the base model")],
-        ),
-        (
-            "diversity",
-            [("class_entropy", "class entropy (nats; 2.30 = all ten)"), ("diversity", "mean pairwise distance")],
-        ),
-    ],
-}
-
-
-def style(fig: go.Figure, title: str, height: int) -> go.Figure:
-    """The common look: white template, compact margins, legend above the plot."""
-    fig.update_layout(
-        template="plotly_white",
-        title=dict(text=title, x=0.01, xanchor="left", font=dict(size=14)),
-        height=height,
-        margin=dict(l=50, r=20, t=80, b=40),
-        font=FONT,
-        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0),
-    )
-    return fig
-
-
-def _subtitle(text: str) -> str:
-    return f"<br><span style='font-size:12px;color:#555'>{text}</span>"
-
-
-def placeholder(message: str, height: int = 320, width: int = 60) -> go.Figure:
-    """An empty figure that says what will appear here (or what went wrong), wrapped to `width` characters."""
-    lines = [part for line in message.replace("<br>", "\n").split("\n") for part in textwrap.wrap(line, width) or [""]]
-    fig = go.Figure()
-    fig.add_annotation(
-        text="<br>".join(lines), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=14)
-    )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return style(fig, "", height)
+from pgraft.plots.style import ACCEPT_COLOR, BASE_COLOR, ROUND_COLOR, TARGET_COLOR, style, subtitle
 
 
 def robust_range(values: np.ndarray, tail: float = 0.005) -> tuple[float, float]:
@@ -136,7 +81,7 @@ def reward_histogram(
     fig.update_layout(barmode="overlay", bargap=0)
     fig.update_xaxes(title_text="reward")
     fig.update_yaxes(title_text="fraction of the batch")
-    title = f"Rewards, round {round_index}" + (_subtitle(rule_text) if rule_text else "")
+    title = f"Rewards, round {round_index}" + (subtitle(rule_text) if rule_text else "")
     return style(fig, title, 360)
 
 
@@ -171,7 +116,7 @@ def rule_reshaping(rule: AcceptanceRule, rewards: np.ndarray | None, source: str
     fig.update_layout(showlegend=False)
     mean_a = float(np.mean(a))
     where = f" · u of {source}" if source else ""
-    title = f"{rule.describe()}: keeps {100 * mean_a:.3g} %" + _subtitle(f"KL(accepted ‖ current) = {kl_text}{where}")
+    title = f"{rule.describe()}: keeps {100 * mean_a:.3g} %" + subtitle(f"KL(accepted ‖ current) = {kl_text}{where}")
     return style(fig, title, 360)
 
 
@@ -179,18 +124,23 @@ def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
 
 
-def _panels(table: pd.DataFrame, domain: str) -> list[tuple[str, list[tuple[str, str]]]]:
+def _panels(table: pd.DataFrame, panels: Sequence[Any]) -> list[tuple[str, list[tuple[str, str]]]]:
     found = []
-    for title, metrics in QUALITY_PANELS.get(domain, []):
-        present = [(c, label) for c, label in metrics if c in table.columns]
+    for panel in panels:
+        present = [(c, label) for c, label in panel.metrics if c in table.columns]
         if present:
-            found.append((title, present))
+            found.append((panel.title, present))
     return found
 
 
-def round_curves(table: pd.DataFrame, domain: str) -> go.Figure:
+def round_curves(table: pd.DataFrame, domain: str | Sequence[Any]) -> go.Figure:
     """Per round: mean reward with a ±1 std band (and the exact target's reward when known), the
-    acceptance rate, and the domain's quality metrics, so that reward hacking and collapse are visible."""
+    acceptance rate, and the domain's quality panels (`Domain.curve_panels`, or the domain's name), so that
+    reward hacking and collapse are visible."""
+    if isinstance(domain, str):
+        from pgraft.registry import get_domain
+
+        domain = get_domain(domain).curve_panels
     panels = _panels(table, domain)
     titles = ["mean reward (band: ±1 std)", "acceptance rate", *[t for t, _ in panels]]
     cols = 2

@@ -22,15 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pgraft.core.events import Cancelled, Finished, Progress
+from pgraft.domains.base import Realism
 from pgraft.graft.config import RunConfig
-from pgraft.graft.runner import Cancelled, Progress, RoundResult, RoundRunner, build_setup
-from pgraft.registry import DiffusionModel
+from pgraft.graft.runner import RoundResult, RoundRunner
+from pgraft.graft.setup import build_setup
+from pgraft.registry import DOMAINS, domain_of
 
-# realism metric -> (direction: +1 when higher is better, default bound on its loss, unit)
-REALISM: dict[str, tuple[float, float, str]] = {
-    "loglik": (1.0, 0.5, "nats per sample"),
-    "fid_real": (-1.0, 5.0, "Fréchet distance"),
-}
 BUDGET_COLUMNS = ("candidates", "reward_calls", "finetune_steps", "trainable_params", "rounds", "seed")
 
 
@@ -54,17 +52,6 @@ class SweepSpec:
     @property
     def points(self) -> list[float]:
         return ([0.0] if self.include_graft else []) + sorted({float(c) for c in self.cutoffs})
-
-
-@dataclass(frozen=True)
-class SweepProgress:
-    index: int
-    count: int
-    cutoff: float
-    round: int
-    stage: str
-    done: int
-    total: int
 
 
 @dataclass(frozen=True)
@@ -99,26 +86,28 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
-class SweepCancelled:
+class SweepCancelled(Cancelled):
+    """Stopped: the rows of the cutoffs that finished."""
+
     table: pd.DataFrame
 
 
 @dataclass(frozen=True)
-class SweepFinished:
+class SweepFinished(Finished):
     table: pd.DataFrame
     recommendation: Recommendation | None
 
 
-SweepEvent = SweepProgress | SweepPoint | SweepCancelled | SweepFinished
+SweepEvent = Progress | SweepPoint | SweepCancelled | SweepFinished
 
 
-def realism_metric(metrics: dict[str, Any]) -> str | None:
-    return next((m for m in REALISM if m in metrics), None)
+def realism_of(metric: str) -> Realism | None:
+    """The realism description of a metrics column (from the domain that declares it)."""
+    return next((d.realism for d in DOMAINS.values() if d.realism is not None and d.realism.metric == metric), None)
 
 
-def _trainable_params(base: DiffusionModel) -> int:
-    copy = base.trainable_copy()
-    return sum(p.numel() for p in copy.network.parameters() if p.requires_grad)
+def _trainable_params(base: Any) -> int:
+    return sum(p.numel() for p in base.trainable_copy().trainable_parameters())
 
 
 def sweep_iter(
@@ -126,7 +115,7 @@ def sweep_iter(
     spec: SweepSpec,
     should_stop: Callable[[], bool] | None = None,
     allow_import: bool = False,
-    base: DiffusionModel | None = None,
+    base: Any | None = None,
 ) -> Generator[SweepEvent, None, None]:
     """Run one full run per cutoff of `spec.points` and yield a row as each finishes, then the recommendation."""
     stop = should_stop or (lambda: False)
@@ -143,9 +132,9 @@ def sweep_iter(
         start = time.perf_counter()
         for ev in runner.run():
             if isinstance(ev, Progress):
-                if ev.stage == "fine-tuning":
+                if ev.stage == "fine-tuning" and ev.round is not None:
                     steps[ev.round] = max(steps.get(ev.round, 0), ev.done)
-                yield SweepProgress(i, len(points), cutoff, ev.round, ev.stage, ev.done, ev.total)
+                yield ev.within(cutoff=cutoff, run=f"{i + 1}/{len(points)}")
             elif isinstance(ev, RoundResult):
                 results.append(ev)
             elif isinstance(ev, Cancelled):
@@ -162,7 +151,8 @@ def _row(
     cutoff: float, config: RunConfig, results: Sequence[RoundResult], steps: int, params: int, seconds: float
 ) -> dict[str, Any]:
     first, last = results[0].metrics, results[-1].metrics
-    metric = realism_metric(last)
+    realism = domain_of(config.model).realism
+    metric = realism.metric if realism is not None and realism.metric in last else None
     row: dict[str, Any] = {
         "cutoff": cutoff,
         "method": config.method,
@@ -181,7 +171,7 @@ def _row(
         "seed": config.seed,
         "seconds": round(seconds, 2),
     }
-    sign = REALISM[metric][0] if metric else 0.0
+    sign = (1.0 if realism.higher_is_better else -1.0) if metric and realism else 0.0
     row["realism_loss"] = sign * (row["realism_base"] - row["realism_final"]) if metric else float("nan")
     return row
 
@@ -203,7 +193,9 @@ def recommend(table: pd.DataFrame, max_realism_loss: float | None = None) -> Rec
         best = table.iloc[int(table["final_reward"].to_numpy().argmax())]
         within = True
     else:
-        bound = REALISM[metric][1] if max_realism_loss is None else float(max_realism_loss)
+        realism = realism_of(metric)
+        default = realism.bound if realism is not None else 0.0
+        bound = default if max_realism_loss is None else float(max_realism_loss)
         ok = table[table["realism_loss"] <= bound]
         within = not ok.empty
         pool, column, pick = (ok, "final_reward", np.argmax) if within else (table, "realism_loss", np.argmin)

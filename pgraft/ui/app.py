@@ -20,12 +20,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from pgraft.graft.runner import resolve_device
+from pgraft.core.devices import resolve_device
 from pgraft.ui.context import TabContext
 from pgraft.ui.controls import Controls
+from pgraft.ui.models import BaseModels
 from pgraft.ui.rounds_handlers import RoundsHandlers
 from pgraft.ui.rounds_tab import DEFAULT_MODEL, build_rounds_tab
-from pgraft.ui.sessions import BaseModels, SessionStore
+from pgraft.ui.sessions import SessionStore
 
 HEAVY_ID = "heavy"
 QUEUE_SIZE = 16
@@ -59,7 +60,8 @@ def warm_up(models: BaseModels, dataset: str = "ring8") -> threading.Thread:
 
     def work() -> None:
         from pgraft.graft.config import RunConfig
-        from pgraft.graft.runner import RoundResult, RoundRunner, build_setup
+        from pgraft.graft.runner import RoundResult, RoundRunner
+        from pgraft.graft.setup import build_setup
         from pgraft.ui.views import RunView
 
         try:
@@ -111,6 +113,7 @@ def build_demo(device: str = "auto", sessions_root: Path | None = None, warm: bo
                 rounds_method=rounds["method"],
                 tabs=tabs,
                 rounds_tab_id=ROUNDS_TAB_ID,
+                sessions=sessions,
             )
             for module, label, tab_id in OPTIONAL_TABS:
                 if importlib.util.find_spec(module) is not None:

@@ -9,32 +9,54 @@ sweep's recommendation into the Rounds tab's method and cutoff and switches to t
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Generator
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from pgraft.domains.toy2d.mixture import DATASETS
+from pgraft.core.acceptance import RULES
+from pgraft.core.events import Progress
+from pgraft.domains.base import StudyDefaults
 from pgraft.graft.config import RunConfig
 from pgraft.plots.bias_variance import bias_variance_figure
-from pgraft.registry import get_model_spec
+from pgraft.registry import DOMAINS, get_model_spec
 from pgraft.rewards import RewardError
-from pgraft.studies.bias_variance.curves import CurvePoint, CurveProgress, CurveSpec
+from pgraft.studies.bias_variance.curves import CurvePoint, CurveSpec
 from pgraft.studies.bias_variance.study import ExactReady, StudyFinished, study_iter
-from pgraft.studies.sweep import SweepPoint, SweepProgress, SweepSpec
+from pgraft.studies.sweep import SweepPoint, SweepSpec
 from pgraft.ui.context import TabContext
+from pgraft.ui.forms import control, named_handler
+from pgraft.ui.sessions import Busy, SessionStore
 
-RULE_PARAMS = {  # rule -> (RunConfig field, label of the one parameter, default)
-    "best-of-n": ("n", "n (group size)", 4.0),
-    "quantile": ("quantile", "q (keeps the top 1 − q)", 0.75),
-    "threshold": ("threshold", "threshold τ", 0.0),
-    "soft": ("beta", "temperature β", 1.0),
-    "top-k": ("k", "k (kept per round)", 64.0),
+TAB = "bias-variance"
+RULE_PARAMS = {  # rule -> (RunConfig field, label of the one parameter, default), from the rules' declarations
+    name: (rule.param.name, rule.param.label, float(rule.param.app_default))
+    for name, rule in RULES.items()
+    if rule.rewards_decide  # a(u) alone describes the rule (de-duplication also looks at the samples)
 }
-DEFAULT_CUTOFFS = "0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9"
+DEFAULT_CUTOFFS = " ".join(f"{c:g}" for c in StudyDefaults().cutoffs)
 CURVE_SHOWN = ["cutoff", "cutoff_effective", "V", "V_lo", "V_hi", "B", "R2", "D", "D_lo", "D_hi", "D_plugin"]
+API_NAMES = (
+    "model",
+    "reward",
+    "dataset",
+    "prompts",
+    "rule",
+    "rule_param",
+    "cutoffs",
+    "states",
+    "continuations",
+    "steps",
+    "seed",
+    "sweep",
+    "samples",
+    "rounds",
+    "finetune_steps",
+    "max_loss",
+    "selected",
+)
+"""The `/bias_variance` API's parameters, in order."""
 INTRO = """
 **Why a cutoff helps.** The final reward is a noisy label for an intermediate state: its noise
 `V(t) = E[Var(r | Xₜ)]` rises with the cutoff `t`, while the correction the fine-tuned model must learn,
@@ -42,13 +64,8 @@ the tilt `D(t) = KL(p̃ₜ ‖ p̄ₜ)`, shrinks. Estimates use `M` base states 
 continuations each (bands: bootstrap over states); on the toy the exact curves of the true mixture are drawn
 underneath. The sweep runs one P-GRAFT run per cutoff (and GRAFT at 0) with the same budget.
 """
-
-_STOP: dict[str, threading.Event] = {}
-
-
-def _stop_flag(request: gr.Request | None) -> threading.Event:
-    key = getattr(request, "session_hash", None) or "local"
-    return _STOP.setdefault(key, threading.Event())
+_DIRECT = SessionStore()
+"""The session store of a tab's handlers called on their own (the app passes its own)."""
 
 
 def parse_cutoffs(text: str) -> tuple[float, ...]:
@@ -85,11 +102,12 @@ def make_specs(
         raise ValueError(f"rule: {rule!r} is not offered here; choose one of {list(RULE_PARAMS)}")
     field, _label, _default = RULE_PARAMS[rule]
     rule_value: dict[str, Any] = {field: int(rule_param) if field in ("n", "k") else float(rule_param)}
+    spec = get_model_spec(model)
     config = RunConfig(
         model=model,
-        dataset=dataset,
+        dataset=dataset if "dataset" in spec.options else RunConfig.dataset,
         reward=reward,
-        prompts=[p for p in re.split(r"[,;]\s*", prompts.strip()) if p] if get_model_spec(model).conditional else [],
+        prompts=[p for p in re.split(r"[,;]\s*", prompts.strip()) if p] if spec.conditional else [],
         rule=rule,
         samples=int(samples),
         rounds=int(rounds),
@@ -139,6 +157,7 @@ def run_study(
     device: str = "cpu",
     request: gr.Request | None = None,
     progress: gr.Progress | None = None,
+    sessions: SessionStore | None = None,
 ) -> Generator[tuple[Any, ...], None, None]:
     """Stream (figure, curves table, sweep table, status, state) as the study's parts finish."""
     try:
@@ -148,30 +167,33 @@ def run_study(
         )  # fmt: skip
     except ValueError as exc:
         raise gr.Error(str(exc), title="Cannot start") from None
-    stop = _stop_flag(request)
-    stop.clear()
+    store = sessions or _DIRECT
+    key = getattr(request, "session_hash", None)
+    try:
+        session, job = store.start(key, TAB)
+    except Busy:
+        raise gr.Error("A study is already running in this browser tab: press Stop first.", title="Busy") from None
     data: dict[str, Any] = {"curves": None, "exact": None, "sweep": None, "recommended": None}
     rows: list[dict[str, Any]] = []
     sweep_rows: list[dict[str, Any]] = []
     try:
-        for ev in study_iter(config, curve_spec, sweep_spec, should_stop=stop.is_set):
+        for ev in study_iter(config, curve_spec, sweep_spec, should_stop=job.stop.is_set):
             status = _event_status(ev, data, rows, sweep_rows, progress)
             if status is not None:
                 yield (_view(data, selected), *_tables(data), status, dict(data))
     except (ValueError, RewardError) as exc:
         raise gr.Error(str(exc), title="Cannot run") from None
     finally:
-        stop.clear()
+        store.finish(session, TAB)
 
 
 def _event_status(
     ev: Any, data: dict[str, Any], rows: list[dict[str, Any]], sweep_rows: list[dict[str, Any]], progress: Any
 ) -> str | None:
     """Fold one study event into `data`; the status line when the view should update, else None."""
-    if isinstance(ev, CurveProgress | SweepProgress):
+    if isinstance(ev, Progress):
         if progress is not None:
-            desc = ev.stage if isinstance(ev, CurveProgress) else f"sweep t = {ev.cutoff:g}, round {ev.round}"
-            progress((ev.done, ev.total), desc=desc)
+            progress((ev.done, ev.total), desc=ev.describe())
         return None
     if isinstance(ev, ExactReady):
         data["exact"] = ev.table
@@ -195,8 +217,9 @@ def _event_status(
     return None
 
 
-def stop_study(request: gr.Request | None = None) -> str:
-    _stop_flag(request).set()
+def stop_study(request: gr.Request | None = None, sessions: SessionStore | None = None) -> str:
+    if not (sessions or _DIRECT).request_stop(getattr(request, "session_hash", None), TAB):
+        return "Nothing is running."
     return "Stopping at the next step; finished cutoffs are kept…"
 
 
@@ -239,33 +262,12 @@ def build_tab(ctx: TabContext) -> None:
     inputs = [ctx.rounds_model, ctx.rounds_reward, *(c[k] for k in names)]
     inputs += [c[k] for k in ("sweep", "samples", "rounds", "finetune_steps", "max_loss")] + [ctx.rounds_cutoff]
 
-    def run(
-        model: str,
-        reward: str,
-        dataset: str,
-        prompts: str,
-        rule: str,
-        rule_param: float,
-        cutoffs: str,
-        states: float,
-        continuations: float,
-        steps: float,
-        seed: float,
-        sweep: bool,
-        samples: float,
-        rounds: float,
-        finetune_steps: float,
-        max_loss: float | None,
-        selected: float | None,
-        request: gr.Request,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> Any:
-        """Run the study; the parameters are the tab's controls, named for API clients."""
-        yield from run_study(
-            model, reward, dataset, prompts, rule, rule_param, cutoffs, states, continuations, steps, seed,
-            sweep, samples, rounds, finetune_steps, max_loss, selected,
-            device=ctx.device, request=request, progress=progress,
-        )  # fmt: skip
+    sessions = ctx.sessions or _DIRECT
+
+    def body(values: dict[str, Any], request: gr.Request, progress: Any) -> Any:
+        return run_study(**values, device=ctx.device, request=request, progress=progress, sessions=sessions)
+
+    run = named_handler(API_NAMES, body, "Run the study; the parameters are the tab's controls.", stream=True)
 
     light: dict[str, Any] = dict(concurrency_limit=None, api_visibility="undocumented")
     lock = c["run"].click(
@@ -279,7 +281,16 @@ def build_tab(ctx: TabContext) -> None:
         concurrency_id=ctx.heavy_concurrency_id,
         concurrency_limit=ctx.heavy_concurrency_limit,
     ).then(lambda: (gr.update(interactive=True), gr.update(interactive=False)), None, [c["run"], c["stop"]], **light)
-    c["stop"].click(stop_study, None, status, api_name="bias_variance_stop", concurrency_limit=None)
+    def stop(request: gr.Request) -> str:
+        return stop_study(request, sessions)
+
+    c["stop"].click(
+        stop,
+        None,
+        status,
+        api_name="bias_variance_stop",
+        concurrency_limit=None,
+    )
     c["rule"].change(
         lambda r: gr.update(label=RULE_PARAMS[r][1], value=RULE_PARAMS[r][2]), c["rule"], c["rule_param"], **light
     )
@@ -290,23 +301,27 @@ def build_tab(ctx: TabContext) -> None:
 
 
 def _controls() -> dict[str, Any]:
+    """The tab's controls, each from its config field's metadata (`RunConfig`, `CurveSpec`)."""
     c: dict[str, Any] = {}
     with gr.Group():
-        c["dataset"] = gr.Dropdown(sorted(DATASETS), value="ring8", label="Data set (toy models)")
+        datasets = sorted({name for d in DOMAINS.values() for name in d.datasets})
+        c["dataset"] = control("dataset", choices=datasets, value=RunConfig.dataset, label="Data set (toy models)")
         c["prompts"] = gr.Textbox("3", label="Prompts (prompted models; comma-separated)")
-        c["rule"] = gr.Dropdown(list(RULE_PARAMS), value="best-of-n", label="Acceptance rule")
-        c["rule_param"] = gr.Number(4, label=RULE_PARAMS["best-of-n"][1])
+        c["rule"] = control("rule", choices=list(RULE_PARAMS), value="best-of-n")
+        c["rule_param"] = gr.Number(RULE_PARAMS["best-of-n"][2], label=RULE_PARAMS["best-of-n"][1])
     with gr.Group():
-        c["cutoffs"] = gr.Textbox(DEFAULT_CUTOFFS, label="Cutoffs t in (0, 1)", info="snapped to the sampler's grid")
-        c["states"] = gr.Slider(16, 1024, value=256, step=16, label="M: base states per cutoff")
-        c["continuations"] = gr.Slider(2, 32, value=8, step=1, label="R: ancestral continuations per state")
-        c["steps"] = gr.Slider(20, 1000, value=100, step=10, label="Sampler steps (DDPM ancestral)")
-        c["seed"] = gr.Number(0, label="Seed", precision=0)
+        c["cutoffs"] = control("cutoffs", CurveSpec, value=DEFAULT_CUTOFFS)
+        c["states"] = control("states", CurveSpec)
+        c["continuations"] = control("continuations", CurveSpec)
+        c["steps"] = control(
+            "num_inference_steps", minimum=20, maximum=1000, step=10, value=100, label="Sampler steps (DDPM ancestral)"
+        )
+        c["seed"] = control("seed")
     with gr.Accordion("End-to-end sweep", open=False):
         c["sweep"] = gr.Checkbox(False, label="Also run one P-GRAFT run per cutoff (and GRAFT)")
-        c["samples"] = gr.Slider(256, 8192, value=1024, step=256, label="Samples per round")
-        c["rounds"] = gr.Slider(1, 5, value=2, step=1, label="Rounds")
-        c["finetune_steps"] = gr.Slider(0, 1000, value=200, step=50, label="Fine-tuning steps per round")
+        c["samples"] = control("samples", value=1024)
+        c["rounds"] = control("rounds", maximum=5, value=2)
+        c["finetune_steps"] = control("finetune_steps", step=50, value=200, label="Fine-tuning steps per round")
         c["max_loss"] = gr.Number(None, label="Max realism loss (blank: loglik 0.5, fid_real 5)")
     with gr.Row():
         c["run"] = gr.Button("Run", variant="primary", elem_id="bv-run")

@@ -4,7 +4,9 @@ The shell (`pgraft/ui/app.py`) builds the "Rounds" tab, then, inside `with gr.Ta
 optional tab module's `build_tab(ctx: TabContext) -> None`, which creates that tab's components and wires
 its events. Every event that runs a model must pass `concurrency_id=ctx.heavy_concurrency_id` (and
 `concurrency_limit=ctx.heavy_concurrency_limit`), so all heavy work of every tab shares one bounded queue,
-while light events (dropdown changes, exports) use `concurrency_limit=None` and never wait behind it.
+while light events (dropdown changes, exports) use `concurrency_limit=None` and never wait behind it. A tab
+keeps its running job (stop flag, output folder) in the session (`ctx.sessions.start(key, tab)`), so its
+outputs are deleted with the session.
 """
 
 from __future__ import annotations
@@ -32,3 +34,6 @@ class TabContext:
     tabs: Any
     """The app's `gr.Tabs`: output `gr.Tabs(selected=ctx.rounds_tab_id)` to switch to the Rounds tab."""
     rounds_tab_id: str
+    sessions: Any = None
+    """The app's `ui.sessions.SessionStore`: each tab keeps its job (stop flag, folder) in the session (None:
+    the tab makes its own, for a tab built on its own)."""

@@ -7,93 +7,82 @@ the reward's declared parameters, and rewards are chosen from the registry only 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-from dataclasses import dataclass, fields
 from typing import Any
 
+from pgraft.core.acceptance import RULES
 from pgraft.core.process import NoiseProcess
 from pgraft.core.sampling import snap_cutoff
-from pgraft.graft.config import RunConfig
-from pgraft.registry import get_model_spec
-from pgraft.rewards import REWARDS, _ensure_builtin, rewards_for
+from pgraft.graft.config import DEFAULT_PREVIEW, RunConfig
+from pgraft.registry import REWARDS, default_reward, domain_of, get_model_spec, rewards_for
 
-RULE_PARAM = {
-    "threshold": "threshold",
-    "quantile": "quantile",
-    "best-of-n": "n",
-    "top-k": "k",
-    "dedup-top-k": "k",
-    "soft": "beta",
-}
-DIGIT_PROMPTS = [str(d) for d in range(10)]
+__all__ = ["Controls", "default_reward", "describe_cutoff", "domain_defaults", "parse_reward_args"]
 
-# Defaults per domain that give a visible result within seconds on a CPU (measured in bench/bench_app.py).
-DOMAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "toy2d": dict(
-        samples=1024,
-        preview=256,
-        num_inference_steps=50,
-        finetune_steps=150,
-        batch_size=256,
-        lr=1e-3,
-        rounds=3,
-        sampler="ddpm",
-        eta=1.0,
-    ),
-    # Measured: reward "digit-prob" of a 3 rises 0.11 -> 0.38 -> 0.72 in two rounds at about 14 s of CPU per round.
-    "digits": dict(
-        samples=256,
-        preview=12,
-        num_inference_steps=25,
-        finetune_steps=40,
-        batch_size=64,
-        lr=2e-3,
-        rounds=2,
-        sampler="ddpm",
-        eta=1.0,
-    ),
-}
-GENERIC_DEFAULTS = DOMAIN_DEFAULTS["digits"]
-DOMAIN_REWARD = {"toy2d": "x", "digits": "digit-prob"}  # the reward a model of the domain starts with
+RULE_PARAM = {name: rule.param.name for name, rule in RULES.items()}
+"""The `RunConfig` field of each rule's parameter (declared beside the rule)."""
+CONTROL_FIELDS = (
+    "model",
+    "dataset",
+    "reward",
+    "reward_args",
+    "prompts",
+    "method",
+    "cutoff",
+    "rule",
+    "threshold",
+    "quantile",
+    "n",
+    "k",
+    "beta",
+    "samples",
+    "rounds",
+    "finetune_steps",
+    "lr",
+    "seed",
+    "num_inference_steps",
+    "sampler",
+    "eta",
+    "batch_size",
+    "preview",
+    "anchoring",
+)
+"""The `RunConfig` fields the Rounds tab has a control for, in the order of the `/run` API's parameters."""
+INTEGERS = ("samples", "rounds", "finetune_steps", "seed", "num_inference_steps", "batch_size", "preview")
 
 
-@dataclass(frozen=True)
 class Controls:
-    """Every value the Rounds tab sends, as the browser sends it (numbers may arrive as floats or None)."""
+    """Every value the Rounds tab sends, as the browser sends it (numbers may arrive as floats or None), by
+    `CONTROL_FIELDS` name: positionally in that order or by name."""
 
-    model: str
-    dataset: str
-    reward: str
-    reward_args: str
-    prompts: list[str]
-    method: str
-    cutoff: float
-    rule: str
-    threshold: float | None
-    quantile: float | None
-    n: float | None
-    k: float | None
-    beta: float | None
-    samples: float | None
-    rounds: float | None
-    finetune_steps: float | None
-    lr: float | None
-    seed: float | None
-    num_inference_steps: float | None
-    sampler: str
-    eta: float | None
-    batch_size: float | None
-    preview: float | None
-    anchoring: str
+    def __init__(self, *values: Any, **named: Any) -> None:
+        if len(values) > len(CONTROL_FIELDS):
+            raise TypeError(f"Controls: {len(values)} values for {len(CONTROL_FIELDS)} controls")
+        data = dict(zip(CONTROL_FIELDS, values))
+        unknown = set(named) - set(CONTROL_FIELDS)
+        if unknown:
+            raise TypeError(f"Controls: unknown controls {sorted(unknown)}")
+        data.update(named)
+        missing = [n for n in CONTROL_FIELDS if n not in data]
+        if missing:
+            raise TypeError(f"Controls: missing {missing}")
+        self._values = data
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("_values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
 
     @classmethod
     def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        return list(CONTROL_FIELDS)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
 
     def replace(self, **changes: Any) -> Controls:
-        return dataclasses.replace(self, **changes)
+        return Controls(**{**self._values, **changes})
 
     def to_config(self, device: str) -> RunConfig:
         """The validated `RunConfig` (`ValueError` naming the flag otherwise); only the chosen rule's parameter."""
@@ -113,9 +102,9 @@ class Controls:
             lr=_number("lr", self.lr),
             device=device,
         )
-        if spec.domain == "toy2d":
+        if "dataset" in spec.options:
             values["dataset"] = self.dataset
-        for name in ("samples", "rounds", "finetune_steps", "seed", "num_inference_steps", "batch_size", "preview"):
+        for name in INTEGERS:
             values[name] = _integer(name, getattr(self, name))
         if param in ("n", "k"):
             values[param] = _integer(param, getattr(self, param))
@@ -187,7 +176,6 @@ def _typed(key: str, raw: str, default: Any) -> Any:
 
 def reward_params(reward: str) -> dict[str, Any]:
     """The declared arguments of a registered reward and their defaults ({} for an unknown name)."""
-    _ensure_builtin()
     return dict(REWARDS[reward].params) if reward in REWARDS else {}
 
 
@@ -203,20 +191,12 @@ def reward_choices(model: str) -> list[tuple[str, str]]:
     return [(f"{name} — {REWARDS[name].description}", name) for name in rewards_for(domain)]
 
 
-def default_reward(model: str) -> str | None:
-    """The reward a model starts with: one that reads the prompts for a prompted model, else the first."""
-    spec = get_model_spec(model)
-    names = rewards_for(spec.domain)
-    prompted = [n for n in names if REWARDS[n].takes_prompts]
-    if spec.conditional and prompted:
-        return prompted[0]
-    if DOMAIN_REWARD.get(spec.domain) in names:
-        return DOMAIN_REWARD[spec.domain]
-    return next((n for n in names if not REWARDS[n].takes_prompts), names[0] if names else None)
-
-
 def domain_defaults(model: str) -> dict[str, Any]:
-    return DOMAIN_DEFAULTS.get(get_model_spec(model).domain, GENERIC_DEFAULTS)
+    """The values the app's controls take for a model: its domain's run defaults with the app's overrides,
+    and the sampler's defaults."""
+    values = {**domain_of(model).run_defaults(app=True), "sampler": RunConfig.sampler, "eta": RunConfig.eta}
+    values.setdefault("preview", min(DEFAULT_PREVIEW, int(values["samples"])))
+    return values
 
 
 def describe_cutoff(process: NoiseProcess, num_inference_steps: int, cutoff: float) -> str:

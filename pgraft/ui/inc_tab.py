@@ -7,28 +7,33 @@ map its events to `gr.Progress` and component updates; every figure comes from `
 
 from __future__ import annotations
 
-import tempfile
-import threading
+import shutil
 import time
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from pgraft.core.events import Notice, Progress, drain
+from pgraft.inc.config import IncConfig
 from pgraft.inc.report import diagnostics_table, figures, write_outputs
-from pgraft.inc.run import IncConfig, IncNotice, IncProgress, IncResult, run_inc_iter
-from pgraft.registry import MODELS
+from pgraft.inc.run import IncResult, run_inc_iter
+from pgraft.registry import DOMAINS, MODELS
 from pgraft.ui.context import TabContext
+from pgraft.ui.sessions import Busy, SessionStore
 
-FLOW_MODELS = ("toy2d-flow", "toy2d-flow-exact", "digits-flow")
-# Per model: base step counts K, correction steps m, and how long the toy flow trains (fewer = under-trained).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "toy2d-flow": {"steps": "8, 16, 32", "correction_steps": "1, 2, 4", "train_steps": 300, "invert": 1000},
-    "toy2d-flow-exact": {"steps": "64, 128", "correction_steps": "1, 2", "train_steps": 3000, "invert": 1000},
-    # Digits: the last grid step takes ~100 fixed-point iterations per image (see pgraft/inversion.py).
-    "digits-flow": {"steps": "8, 16", "correction_steps": "1, 2, 4", "train_steps": 3000, "invert": 300},
-}
+TAB = "inc"
+FALLBACK: dict[str, Any] = {"steps": "8, 16, 32", "correction_steps": "1, 2, 4", "train_steps": 3000, "invert": 1000}
+"""Starting values for a flow model whose domain gives none."""
+
+
+def model_defaults(model: str) -> dict[str, Any]:
+    """The tab's starting values for a flow model: its domain's (`IncSupport.app_defaults`), else `FALLBACK`."""
+    support = DOMAINS[MODELS[model].domain].inc if model in MODELS else None
+    values = dict(support.app_defaults.get(model, {})) if support is not None else {}
+    return {**FALLBACK, **values}
+
+
 INTRO = """
 A flow model's K-step Euler sampler `G` maps noise to data imperfectly. **Invert** real data through `G`
 (backward Euler, stopped on a residual tolerance), see how far the inverted noises are from N(0, I), train a
@@ -38,7 +43,8 @@ image (counted): the base flow at several K, and base + correction with m correc
 
 
 def model_choices() -> list[str]:
-    return [m for m in FLOW_MODELS if m in MODELS]
+    """Every registered flow model whose domain supports inverse noise correction."""
+    return [n for n, s in MODELS.items() if s.kind == "flow" and DOMAINS[s.domain].inc is not None]
 
 
 def parse_steps(flag: str, text: str) -> tuple[int, ...]:
@@ -54,6 +60,11 @@ def parse_steps(flag: str, text: str) -> tuple[int, ...]:
     return values
 
 
+def _trains(model: str) -> bool:
+    """Whether the model takes a training length (`--train-steps`: a deliberately under-trained flow)."""
+    return model in MODELS and "train_steps" in MODELS[model].options
+
+
 def make_config(
     model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float, samples: float,
     correction_train_steps: float, seed: float, device: str,
@@ -61,16 +72,21 @@ def make_config(
     """The library config of the tab's controls (toy2d-flow alone has a training length)."""
     return IncConfig(
         model=model,
-        train_steps=int(train_steps) if model == "toy2d-flow" and train_steps is not None else None,
+        train_steps=int(train_steps) if _trains(model) and train_steps is not None else None,
         steps=parse_steps("K (base sampler steps)", steps),
         correction_steps=parse_steps("m (correction steps)", correction_steps),
         invert=int(invert),
         samples=int(samples),
-        preview=256 if model.startswith("toy") else 32,
+        preview=_preview(model),
         correction_train_steps=int(correction_train_steps),
         seed=int(seed),
         device=device,
     )
+
+
+def _preview(model: str) -> int:
+    support = DOMAINS[MODELS[model].domain].inc if model in MODELS else None
+    return support.preview if support is not None else 32
 
 
 def status_text(result: IncResult, seconds: float) -> str:
@@ -90,11 +106,12 @@ def status_text(result: IncResult, seconds: float) -> str:
 
 
 class IncHandlers:
-    """Run, stop and re-view; one stop flag per browser session."""
+    """Run, stop and re-view; each browser session's job (stop flag, output folder) lives in the session store,
+    so a run's files are deleted with the session."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, sessions: SessionStore | None = None) -> None:
         self.device = device
-        self.stops: dict[str, threading.Event] = {}
+        self.sessions = sessions or SessionStore()
 
     def run(
         self, model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float,
@@ -107,30 +124,32 @@ class IncHandlers:
             )
         except ValueError as exc:
             raise gr.Error(str(exc), title="Invalid setting") from None
-        stop = self.stops.setdefault(getattr(request, "session_hash", None) or "direct", threading.Event())
-        stop.clear()
-        start = time.perf_counter()
-        yield ("Loading the model…", *(gr.update() for _ in range(10)))
         try:
-            gen = run_inc_iter(config, should_stop=stop.is_set)
-            while True:
-                try:
-                    ev = next(gen)
-                except StopIteration as done:
-                    result: IncResult = done.value
-                    break
-                if isinstance(ev, IncProgress):
-                    progress((ev.done, ev.total), desc=f"K={ev.steps}: {ev.stage}")
-                elif isinstance(ev, IncNotice):
-                    gr.Warning(ev.message)
-        except (ValueError, FileNotFoundError) as exc:
-            raise gr.Error(str(exc), title="Cannot run") from None
-        finally:
-            stop.clear()
-        yield self.outputs(result, time.perf_counter() - start)
+            session, job = self.sessions.start(getattr(request, "session_hash", None), TAB)
+        except Busy:
+            raise gr.Error("A correction is already running in this browser tab: press Stop first.") from None
+        start = time.perf_counter()
+        try:
+            yield ("Loading the model…", *(gr.update() for _ in range(10)))
 
-    def outputs(self, result: IncResult, seconds: float) -> tuple[Any, ...]:
-        out = Path(tempfile.mkdtemp(prefix="pgraft-inc-"))
+            def show(ev: Any) -> None:
+                if isinstance(ev, Progress):
+                    progress((ev.done, ev.total), desc=ev.describe())
+                elif isinstance(ev, Notice):
+                    gr.Warning(ev.message)
+
+            try:
+                result = drain(run_inc_iter(config, should_stop=job.stop.is_set), show)
+            except (ValueError, FileNotFoundError) as exc:
+                raise gr.Error(str(exc), title="Cannot run") from None
+            assert result is not None
+            yield self.outputs(result, time.perf_counter() - start, job.folder)
+        finally:
+            self.sessions.finish(session, TAB)
+
+    def outputs(self, result: IncResult, seconds: float, out: Any) -> tuple[Any, ...]:
+        """Everything the tab shows of a finished run; its files are written into `out` (the session's)."""
+        shutil.rmtree(out, ignore_errors=True)
         write_outputs(result, out)
         ks = sorted(result.inversions)
         ms = list(result.config.correction_steps)
@@ -161,17 +180,15 @@ class IncHandlers:
         )
 
     def stop(self, request: gr.Request) -> str:
-        event = self.stops.get(getattr(request, "session_hash", None) or "direct")
-        if event is None:
+        if not self.sessions.request_stop(getattr(request, "session_hash", None), TAB):
             return "Nothing is running."
-        event.set()
         return "Stopping after the current step…"
 
 
 def model_changed(model: str) -> tuple[Any, ...]:
-    d = DEFAULTS.get(model, DEFAULTS["toy2d-flow"])
+    d = model_defaults(model)
     return (
-        gr.update(visible=model == "toy2d-flow", value=d["train_steps"]),
+        gr.update(visible=_trains(model), value=d["train_steps"]),
         d["steps"],
         d["correction_steps"],
         d["invert"],
@@ -180,12 +197,14 @@ def model_changed(model: str) -> tuple[Any, ...]:
 
 def build_tab(ctx: TabContext) -> None:
     """Lay out the tab inside the current `gr.Tab` and wire its events (heavy ones on the shared queue)."""
-    handlers = IncHandlers(ctx.device)
-    d = DEFAULTS["toy2d-flow"]
+    handlers = IncHandlers(ctx.device, ctx.sessions)
+    choices = model_choices()
+    first = choices[0] if choices else None
+    d = model_defaults(first) if first else FALLBACK
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=3, min_width=320):
-            model = gr.Dropdown(model_choices(), value="toy2d-flow", label="Flow model")
+            model = gr.Dropdown(choices, value=first, label="Flow model")
             train_steps = gr.Number(
                 d["train_steps"], precision=0, minimum=1, label="Training steps of the toy flow",
                 info="3000 is the shipped model; fewer steps give a deliberately under-trained flow.",

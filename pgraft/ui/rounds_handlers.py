@@ -18,24 +18,17 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from pgraft.core.events import Finished, Notice, Progress
 from pgraft.graft.config import RunConfig
-from pgraft.graft.runner import (
-    Cancelled,
-    Finished,
-    Notice,
-    Progress,
-    RoundResult,
-    RoundRunner,
-    build_setup,
-    make_rule_for,
-)
-from pgraft.plots.rounds import placeholder, rule_reshaping
-from pgraft.registry import MODELS, get_model_spec
+from pgraft.graft.runner import RoundResult, RoundRunner, RunCancelled
+from pgraft.graft.setup import build_setup, make_rule_for
+from pgraft.plots.rounds import rule_reshaping
+from pgraft.plots.style import placeholder
+from pgraft.registry import MODELS, default_reward, get_domain, get_model_spec
 from pgraft.rewards import RewardError
 from pgraft.ui.controls import (
     RULE_PARAM,
     Controls,
-    default_reward,
     describe_cutoff,
     domain_defaults,
     format_reward_args,
@@ -43,8 +36,9 @@ from pgraft.ui.controls import (
     reward_choices,
     reward_params,
 )
+from pgraft.ui.models import BaseModels
 from pgraft.ui.presets import get_preset
-from pgraft.ui.sessions import BaseModels, Session, SessionStore
+from pgraft.ui.sessions import ROUNDS, Busy, Session, SessionStore
 from pgraft.ui.views import RunView
 
 LOG = logging.getLogger("pgraft.app")
@@ -84,10 +78,8 @@ class RoundsHandlers:
         return config.to_yaml(), config.command_line() + " --out runs/my-run"
 
     def stop(self, request: gr.Request) -> str:
-        session = self.sessions.get(request.session_hash)
-        if not session.running:
+        if not self.sessions.request_stop(request.session_hash, ROUNDS):
             return "Nothing is running."
-        session.stop.set()
         return "Stopping at the next step; finished rounds are kept…"
 
     def close(self, request: gr.Request) -> None:
@@ -97,13 +89,14 @@ class RoundsHandlers:
     def model_changed(self, model: str) -> dict[str, Any]:
         """The domain's controls: data set, prompts, rewards, defaults that run in seconds."""
         spec = get_model_spec(model)
+        domain = get_domain(spec.domain)
         choices = reward_choices(model)
         reward = default_reward(model)
         defaults = domain_defaults(model)
         return dict(
             model=gr.update(info=model_info(model)),
-            dataset=gr.update(visible=spec.domain == "toy2d"),
-            prompts=gr.update(visible=spec.conditional),
+            dataset=_dataset_update(spec, domain),
+            prompts=_prompts_update(spec, domain),
             reward=gr.update(choices=choices, value=reward),
             reward_args=self._reward_args_update(reward),
             **{k: gr.update(value=v) for k, v in defaults.items()},
@@ -121,14 +114,15 @@ class RoundsHandlers:
         preset = get_preset(name)
         model = preset.values["model"]
         spec = get_model_spec(model)
+        domain = get_domain(spec.domain)
         values = {**domain_defaults(model), **preset.values}
         updates: dict[str, Any] = {
             k: gr.update(value=v) for k, v in values.items() if k not in ("reward", "reward_args")
         }
         updates.update(
             model=gr.update(value=model, info=model_info(model)),
-            dataset=gr.update(value=values.get("dataset", "ring8"), visible=spec.domain == "toy2d"),
-            prompts=gr.update(value=values.get("prompts", []), visible=spec.conditional),
+            dataset=_dataset_update(spec, domain, values.get("dataset")),
+            prompts=_prompts_update(spec, domain, values.get("prompts")),
             reward=gr.update(choices=reward_choices(model), value=values["reward"]),
             reward_args=gr.update(value=values.get("reward_args", ""), visible=bool(reward_params(values["reward"]))),
             note=f"**{preset.name}.** {preset.note}",
@@ -180,21 +174,20 @@ class RoundsHandlers:
         self, controls: Controls, request: gr.Request, progress: gr.Progress
     ) -> Generator[tuple[Any, ...], None, None]:
         self.sessions.sweep()  # forget sessions idle past their time, whose tabs never said goodbye
-        session = self.sessions.get(request.session_hash)
-        if session.running:
-            raise gr.Error("A run is already going in this browser tab: press Stop first.", title="Busy")
         config = self.config(controls)
         try:
             base = self.models.get(config.model, config.dataset)
             setup = build_setup(config, base=base)
         except (ValueError, RewardError) as exc:
             raise gr.Error(str(exc), title="Cannot start") from None
-        session.running = True
-        session.stop.clear()
+        try:
+            session, _job = self.sessions.start(request.session_hash, ROUNDS)
+        except Busy:
+            raise gr.Error("A run is already going in this browser tab: press Stop first.", title="Busy") from None
         try:
             yield from self._rounds(session, config, setup, progress)
         finally:
-            self.sessions.finish(session)
+            self.sessions.finish(session, ROUNDS)
 
     def _rounds(
         self, session: Session, config: RunConfig, setup: Any, progress: gr.Progress
@@ -219,7 +212,7 @@ class RoundsHandlers:
                     view.add(event)
                     status = _round_status(view, config, time.perf_counter() - start, notes)
                     yield self._outputs(session, view, status, exports, running=True)
-                elif isinstance(event, Cancelled):
+                elif isinstance(event, RunCancelled):
                     kept = (
                         f"rounds 0–{event.completed_rounds - 1} kept" if event.completed_rounds else "no round finished"
                     )
@@ -314,3 +307,21 @@ def model_choices() -> list[str]:
 def model_info(model: str) -> str:
     spec = get_model_spec(model)
     return spec.description + (" · prompted" if spec.conditional else "")
+
+
+def _dataset_update(spec: Any, domain: Any, value: str | None = None) -> Any:
+    """The data set control: shown with the domain's data sets for models that take one."""
+    shown = "dataset" in spec.options and bool(domain.datasets)
+    if not shown:
+        return gr.update(visible=False)
+    return gr.update(choices=list(domain.datasets), value=value or domain.datasets[0], visible=True)
+
+
+def _prompts_update(spec: Any, domain: Any, value: list[str] | None = None) -> Any:
+    """The prompts control: shown with the domain's prompts for prompted models."""
+    if not spec.conditional:
+        return gr.update(visible=False)
+    update: dict[str, Any] = {"choices": list(domain.prompt_choices), "visible": True}
+    if value is not None:
+        update["value"] = list(value)
+    return gr.update(**update)

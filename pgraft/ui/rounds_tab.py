@@ -11,21 +11,26 @@ from typing import Any
 import gradio as gr
 
 from pgraft.core.acceptance import RULES
-from pgraft.domains.toy2d.mixture import DATASETS
-from pgraft.ui.controls import DIGIT_PROMPTS, Controls, domain_defaults, format_reward_args, reward_choices
+from pgraft.registry import default_reward, get_domain, get_model_spec
+from pgraft.ui.controls import Controls, domain_defaults, format_reward_args, reward_choices
+from pgraft.ui.forms import control, named_handler
 from pgraft.ui.presets import available_presets
 from pgraft.ui.rounds_handlers import RUN_OUTPUTS, RoundsHandlers, model_choices, model_info
 from pgraft.ui.views import empty_figures
 
 DEFAULT_MODEL = "toy2d"
-RULE_LABELS = {
-    "best-of-n": "best of n — keep the best of each group of n",
-    "quantile": "quantile — keep the top fraction of the batch",
-    "threshold": "threshold — keep rewards above a value",
-    "top-k": "top-k — keep the k best of the batch",
-    "soft": "soft — accept with probability exp((r − r_max)/β)",
-    "dedup-top-k": "de-duplicated top-k — top-k counting near-duplicates once",
-}
+DEFAULTED = (
+    "samples",
+    "num_inference_steps",
+    "finetune_steps",
+    "batch_size",
+    "lr",
+    "rounds",
+    "preview",
+    "sampler",
+    "eta",
+)
+"""The controls a model's domain sets when the model changes (`controls.domain_defaults`)."""
 
 
 @dataclass
@@ -37,74 +42,52 @@ class RoundsTab:
 
 
 def _controls(c: dict[str, Any]) -> None:
-    """The left column's controls, stored in `c` under the `Controls` field names."""
+    """The left column's controls, stored in `c` under the `Controls` names; each comes from its `RunConfig`
+    field's metadata (`ui.forms.control`), with the default model's values."""
     d = domain_defaults(DEFAULT_MODEL)
+    spec, domain = get_model_spec(DEFAULT_MODEL), get_domain(get_model_spec(DEFAULT_MODEL).domain)
+    reward = default_reward(DEFAULT_MODEL)
     with gr.Group():
-        c["model"] = gr.Dropdown(
-            model_choices(), value=DEFAULT_MODEL, label="Base model", info=model_info(DEFAULT_MODEL), elem_id="model"
+        c["model"] = control("model", choices=model_choices(), value=DEFAULT_MODEL, info=model_info(DEFAULT_MODEL))
+        c["dataset"] = control(
+            "dataset", choices=list(domain.datasets), value="ring8", visible="dataset" in spec.options
         )
-        c["dataset"] = gr.Radio(sorted(DATASETS), value="ring8", label="Data set of the toy")
-        c["prompts"] = gr.CheckboxGroup(
-            DIGIT_PROMPTS,
-            value=["3"],
-            label="Prompts (digits to generate)",
-            visible=False,
-            info="Each prompt gets its own samples; the rule compares a prompt's samples among themselves.",
+        c["prompts"] = control(
+            "prompts",
+            choices=list(domain.prompt_choices),
+            value=list(domain.prompt_choices[:1]),
+            visible=spec.conditional,
         )
         # Custom values pass the dropdown so that API clients can pick any model's rewards; the library still
         # refuses a reward of another domain and anything that looks like module:function.
-        c["reward"] = gr.Dropdown(
-            reward_choices(DEFAULT_MODEL), value="x", label="Reward", allow_custom_value=True, elem_id="reward"
+        c["reward"] = control(
+            "reward", choices=reward_choices(DEFAULT_MODEL), value=reward, allow_custom_value=True, elem_id="reward"
         )
-        c["reward_args"] = gr.Textbox(
-            format_reward_args("x"),
-            label="Reward arguments",
-            placeholder="key=value, key=value",
-            visible=False,
-            info="Numbers or plain words only; nothing typed here is executed.",
-        )
+        c["reward_args"] = control("reward_args", value=format_reward_args(reward), visible=False)
     with gr.Group():
-        c["method"] = gr.Radio(
-            [("GRAFT", "graft"), ("P-GRAFT", "pgraft")],
-            value="graft",
-            label="Method",
-            info="GRAFT fine-tunes at every noise level; P-GRAFT only above the cutoff, handing over to the base.",
-        )
-        c["cutoff"] = gr.Slider(
-            0.05, 0.95, value=0.4, step=0.05, label="Cutoff t_c (fraction of the noise range)", visible=False
-        )
+        c["method"] = control("method")
+        c["cutoff"] = control("cutoff", visible=False)
         c["cutoff_info"] = gr.Markdown(elem_classes=["hint"])
     with gr.Group():
-        c["rule"] = gr.Dropdown(
-            [(RULE_LABELS[r], r) for r in RULES], value="best-of-n", label="Acceptance rule", elem_id="rule"
-        )
-        c["threshold"] = gr.Slider(-1, 1, value=0.0, label="Threshold τ (range: base rewards)", visible=False)
-        c["quantile"] = gr.Slider(
-            0.5, 0.99, value=0.75, step=0.01, label="Quantile q (keeps the top 1 − q)", visible=False
-        )
-        c["n"] = gr.Slider(2, 16, value=4, step=1, label="n (best of n)")
-        c["k"] = gr.Number(64, precision=0, label="k (kept per prompt)", visible=False)
-        c["beta"] = gr.Number(1.0, label="Temperature β", visible=False)
+        rules = [(f"{name} — {rule.label}", name) for name, rule in RULES.items()]
+        c["rule"] = control("rule", choices=rules, value="best-of-n", elem_id="rule")
+        for name in ("threshold", "quantile", "n", "k", "beta"):
+            c[name] = control(name, visible=name == "n")
     with gr.Group():
         with gr.Row():
-            c["samples"] = gr.Slider(256, 8192, value=d["samples"], step=256, label="Samples per round")
-            c["rounds"] = gr.Slider(1, 10, value=d["rounds"], step=1, label="Rounds", elem_id="rounds")
+            c["samples"] = control("samples", value=d["samples"])
+            c["rounds"] = control("rounds", value=d["rounds"], elem_id="rounds")
         with gr.Row():
-            c["finetune_steps"] = gr.Slider(0, 1000, value=d["finetune_steps"], step=10, label="Fine-tuning steps")
-            c["lr"] = gr.Number(d["lr"], label="Learning rate", minimum=0)
-        c["seed"] = gr.Number(0, precision=0, label="Seed")
+            c["finetune_steps"] = control("finetune_steps", value=d["finetune_steps"])
+            c["lr"] = control("lr", value=d["lr"])
+        c["seed"] = control("seed")
     with gr.Accordion("Sampler and fine-tuning details", open=False):
-        c["num_inference_steps"] = gr.Slider(2, 200, value=d["num_inference_steps"], step=1, label="Sampling steps")
-        c["sampler"] = gr.Radio(["ddpm", "ddim"], value=d["sampler"], label="Sampler (ddpm = ancestral; ddim uses η)")
-        c["eta"] = gr.Slider(0.0, 1.0, value=d["eta"], step=0.05, label="DDIM η (0 = deterministic)")
-        c["batch_size"] = gr.Slider(16, 2048, value=d["batch_size"], step=16, label="Fine-tuning batch size")
-        c["preview"] = gr.Slider(0, 1024, value=d["preview"], step=8, label="Preview samples (same seeds every round)")
-        c["anchoring"] = gr.Radio(
-            ["intermediate", "final"],
-            value="intermediate",
-            label="P-GRAFT anchors",
-            info="intermediate: train on the accepted handoff states x_tc (the paper); final: on the accepted x_0.",
-        )
+        c["num_inference_steps"] = control("num_inference_steps", value=d["num_inference_steps"])
+        c["sampler"] = control("sampler", value=d["sampler"])
+        c["eta"] = control("eta", value=d["eta"])
+        c["batch_size"] = control("batch_size", value=d["batch_size"])
+        c["preview"] = control("preview", value=d["preview"])
+        c["anchoring"] = control("anchoring")
 
 
 def _results(c: dict[str, Any]) -> None:
@@ -155,7 +138,7 @@ def build_rounds_tab(handlers: RoundsHandlers, heavy_id: str, heavy_limit: int) 
 def _wire(c: dict[str, Any], h: RoundsHandlers, heavy_id: str, heavy_limit: int) -> None:
     inputs = [c[n] for n in Controls.names()]
     light: dict[str, Any] = dict(concurrency_limit=None, api_visibility="undocumented")
-    domain_keys = ["model", "dataset", "prompts", "reward", "reward_args", *domain_defaults(DEFAULT_MODEL)]
+    domain_keys = ["model", "dataset", "prompts", "reward", "reward_args", *DEFAULTED]
     c["model"].input(
         lambda m: _ordered(h.model_changed(m), domain_keys), c["model"], [c[k] for k in domain_keys], **light
     )
@@ -179,37 +162,12 @@ def _wire(c: dict[str, Any], h: RoundsHandlers, heavy_id: str, heavy_limit: int)
         api_visibility="undocumented",
     )
 
-    def run(
-        model: str,
-        dataset: str,
-        reward: str,
-        reward_args: str,
-        prompts: list[str],
-        method: str,
-        cutoff: float,
-        rule: str,
-        threshold: float,
-        quantile: float,
-        n: float,
-        k: float,
-        beta: float,
-        samples: float,
-        rounds: float,
-        finetune_steps: float,
-        lr: float,
-        seed: float,
-        num_inference_steps: float,
-        sampler: str,
-        eta: float,
-        batch_size: float,
-        preview: float,
-        anchoring: str,
-        request: gr.Request,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> Any:
-        """Run the rounds; the parameters are the `Controls` fields, named for API clients."""
-        values = locals()
-        yield from h.run(Controls(**{name: values[name] for name in Controls.names()}), request, progress)
+    run = named_handler(
+        Controls.names(),
+        lambda values, request, progress: h.run(Controls(**values), request, progress),
+        "Run the rounds; the parameters are the `Controls` (the `RunConfig` fields of the tab).",
+        stream=True,
+    )
 
     c["run"].click(
         run,

@@ -1,8 +1,10 @@
-"""What the app keeps between events: one `Session` per browser session, and caches shared by all sessions.
+"""One session, stop and temporary-folder mechanism for every tab of the app.
 
-Each session owns a temporary folder (its run folder and downloads), a stop flag and the view of its
-current run, so two people running at once never see or disturb each other's runs. Base models are frozen
-and only read, so all sessions share one copy of each (fine-tuning always works on a trainable copy).
+Each browser session owns a folder under the app's root and, per tab, a `Job`: the tab's own subfolder
+(its run folder, its downloads), a stop flag and whether it is running. Two people running at once never
+see or disturb each other's work, and a tab's Stop stops only that tab's job. When the browser tab goes
+away the session's folder is deleted (by the job still running, when it ends); sessions idle past their
+time are swept.
 """
 
 from __future__ import annotations
@@ -17,32 +19,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pgraft.core.sampling import sample, sample_seeds
-from pgraft.registry import DiffusionModel, load_model
-from pgraft.rewards import make_reward, score
-
 DEFAULT_ROOT = Path(tempfile.gettempdir()) / "pgraft-app"
-RANGE_SAMPLES = 256
-RANGE_STEPS = 50
+ROUNDS = "rounds"
+
+
+@dataclass
+class Job:
+    """One tab's work in a session."""
+
+    folder: Path
+    stop: threading.Event = field(default_factory=threading.Event)
+    running: bool = False
 
 
 @dataclass
 class Session:
     key: str
     folder: Path
-    stop: threading.Event = field(default_factory=threading.Event)
-    running: bool = False
     closed: bool = False
-    """The browser tab went away; a running run deletes the folder when it ends."""
+    """The browser tab went away; a running job deletes the folder when it ends."""
     last_used: float = field(default_factory=time.monotonic)
     view: Any = None
-    """The `RunView` of the latest run (see `pgraft/ui/views.py`), or None before the first."""
+    """The Rounds tab's `RunView` of the latest run (see `pgraft/ui/views.py`), or None before the first."""
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+    def job(self, tab: str) -> Job:
+        """The job of `tab`; its folder is `<session>/<tab>` (the Rounds tab's run folder is `run_dir`)."""
+        if tab not in self.jobs:
+            self.jobs[tab] = Job(self.folder / tab)
+        return self.jobs[tab]
+
+    @property
+    def running(self) -> bool:
+        return any(j.running for j in self.jobs.values())
 
     @property
     def run_dir(self) -> Path:
+        """The run folder of the Rounds tab."""
         return self.folder / "run"
+
+    @property
+    def stop(self) -> threading.Event:
+        """The Rounds tab's stop flag."""
+        return self.job(ROUNDS).stop
+
+
+class Busy(RuntimeError):
+    """The tab's job is already running in this session."""
 
 
 class SessionStore:
@@ -71,27 +94,49 @@ class SessionStore:
             session.last_used = time.monotonic()
         return session
 
+    def start(self, key: str | None, tab: str) -> tuple[Session, Job]:
+        """Mark `tab`'s job of the session as running (`Busy` if it already is), its stop flag cleared."""
+        session = self.get(key)
+        with self._lock:
+            job = session.job(tab)
+            if job.running:
+                raise Busy(tab)
+            job.running = True
+            job.stop.clear()
+        return session, job
+
+    def finish(self, session: Session, tab: str = ROUNDS) -> None:
+        """Mark `tab`'s job as ended; clean up after the session if its browser tab was closed meanwhile."""
+        with self._lock:
+            job = session.job(tab)
+            job.running = False
+            job.stop.clear()
+            gone = session.closed and not session.running
+        if gone:
+            shutil.rmtree(session.folder, ignore_errors=True)
+
+    def request_stop(self, key: str | None, tab: str) -> bool:
+        """Ask `tab`'s running job of the session to stop; False when nothing runs there."""
+        session = self.get(key)
+        job = session.job(tab)
+        if not job.running:
+            return False
+        job.stop.set()
+        return True
+
     def close(self, key: str | None) -> None:
-        """Forget a session and delete its folder (the browser tab was closed); a running run is stopped
-        and deletes the folder itself when it has ended."""
+        """Forget a session and delete its folder (the browser tab was closed); running jobs are stopped and
+        the last one to end deletes the folder."""
         with self._lock:
             session = self._sessions.pop(key or "anonymous", None)
             if session is None:
                 return
             session.closed = True
-            session.stop.set()
+            for job in session.jobs.values():
+                job.stop.set()
             if session.running:
                 return
         shutil.rmtree(session.folder, ignore_errors=True)
-
-    def finish(self, session: Session) -> None:
-        """Mark a session's run as ended; clean up after it if its tab was closed meanwhile."""
-        with self._lock:
-            session.running = False
-            session.stop.clear()
-            closed = session.closed
-        if closed:
-            shutil.rmtree(session.folder, ignore_errors=True)
 
     def sweep(self) -> list[str]:
         """Close sessions idle for longer than the TTL; return their keys."""
@@ -104,52 +149,3 @@ class SessionStore:
 
     def __len__(self) -> int:
         return len(self._sessions)
-
-
-class BaseModels:
-    """Frozen base models by (name, dataset, device), and a small batch of base rewards per reward, cached.
-
-    The reward sample sets the threshold slider's range and draws the rule's reshaping before any run.
-    """
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self._models: dict[tuple[str, str], DiffusionModel] = {}
-        self._rewards: dict[tuple[Any, ...], np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def get(self, name: str, dataset: str) -> DiffusionModel:
-        key = (name, dataset)
-        with self._lock:
-            if key not in self._models:
-                self._models[key] = load_model(name, device=self.device, dataset=dataset)
-            return self._models[key]
-
-    def base_rewards(
-        self, name: str, dataset: str, reward: str, reward_args: dict[str, Any], prompts: list[str]
-    ) -> np.ndarray:
-        """Rewards of `RANGE_SAMPLES` base samples (per prompt), drawn once per (model, reward, arguments)."""
-        key = (name, dataset, reward, tuple(sorted(reward_args.items())), tuple(prompts))
-        with self._lock:
-            cached = self._rewards.get(key)
-        if cached is not None:
-            return cached
-        base = self.get(name, dataset)
-        context: dict[str, Any] = {"model": base}
-        if base.domain == "toy2d":
-            from pgraft.domains.toy2d.mixture import get_dataset
-
-            context["mixture"] = get_dataset(dataset)
-        fn = make_reward(reward, base.domain, reward_args, context)
-        per = max(1, len(prompts))
-        seeds = sample_seeds(0, 999_999, RANGE_SAMPLES * per)
-        cond = None
-        labels = None
-        if base.conditional and base.encode_prompts is not None and prompts:
-            labels = [p for p in prompts for _ in range(RANGE_SAMPLES)]
-            cond = base.encode_prompts(labels)
-        traj = sample(base, seeds, RANGE_STEPS, cond=cond)
-        values = score(fn, traj.samples, labels).numpy()
-        with self._lock:
-            self._rewards[key] = values
-        return values

@@ -13,16 +13,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from pgraft.graft.runner import RoundResult, RunSetup
-from pgraft.plots.rounds import (
-    acceptance_cut,
-    metrics_table,
-    placeholder,
-    reward_histogram,
-    round_curves,
-    rule_reshaping,
-)
-from pgraft.plots.samples import images_before_after, toy_before_after
+from pgraft.graft.runner import RoundResult
+from pgraft.graft.setup import RunSetup
+from pgraft.plots.rounds import acceptance_cut, metrics_table, reward_histogram, round_curves, rule_reshaping
+from pgraft.plots.samples import images_before_after
+from pgraft.plots.style import placeholder
+from pgraft.registry import get_domain
 
 EMPTY_HISTOGRAM = "Press Run: the base model's rewards (round 0) appear here, then each round's, and the accepted part."
 EMPTY_SAMPLES = "Samples before and after, drawn from the same seeds, appear here after round 0."
@@ -85,7 +81,7 @@ class RunView:
             histogram,
             reshaping,
             self.samples_figure(),
-            round_curves(self.table(), self.domain),
+            round_curves(self.table(), get_domain(self.domain).curve_panels),
             self.table(),
         )
 
@@ -94,19 +90,10 @@ class RunView:
         first, latest = self.first, self.latest
         if len(first.preview_samples) == 0:
             return placeholder("No preview samples: set 'preview samples' above 0 to see before/after pictures.")
-        chain = getattr(self.setup.evaluator, "chain", None)
-        if self.domain == "toy2d" and chain is not None:
-            return toy_before_after(
-                first.preview_samples.numpy(),
-                latest.preview_samples.numpy(),
-                first.preview_rewards.numpy(),
-                latest.preview_rewards.numpy(),
-                latest.round,
-                chain.grid,
-                chain.base,
-                chain.target(latest.round),
-                getattr(self.setup.evaluator, "reference_note", "exact target"),
-            )
+        draw = get_domain(self.domain).samples_figure
+        if draw is not None:
+            figure: go.Figure = draw(first, latest, self.setup.evaluator)
+            return figure
         if first.preview_samples.dim() >= 3:
             pick = _spread(first.preview_groups.numpy(), 12)
             cands = _spread(latest.groups.numpy(), 12)

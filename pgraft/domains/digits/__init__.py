@@ -1,0 +1,144 @@
+"""8×8 digits: the project's offline stand-ins for the paper's image experiments (docs/method.md §5).
+
+`DOMAIN` describes it to the registry; the modules of this package hold its data and models (`models`),
+training and model cards, the reward classifier, rewards, metrics (Fréchet distances in the classifier's
+features), sample grids and the judge of inverse noise correction. Heavy imports happen inside the
+functions below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pgraft.domains.base import (
+    CurvePanel,
+    Domain,
+    IncSupport,
+    ModelSpec,
+    Preset,
+    Pretrainer,
+    Realism,
+    RunDefaults,
+    StudyDefaults,
+)
+from pgraft.domains.digits.rewards import REWARDS, SAMPLE_VIEW
+
+NAME = "digits"
+
+
+def _load(name: str) -> Any:
+    def load(device: str = "cpu") -> Any:
+        from pgraft.domains.digits.models import load_digits_model
+
+        return load_digits_model(name, device)
+
+    return load
+
+
+MODELS = {
+    "digits": ModelSpec(_load("digits"), NAME, "8x8 digits, UNet2DModel DDPM (651 k parameters)"),
+    "digits-prompted": ModelSpec(
+        _load("digits-prompted"),
+        NAME,
+        "8x8 digits, class-conditional UNet2DModel DDPM; the prompt is the digit ('7', 'a 7', 'seven')",
+        conditional=True,
+    ),
+    "digits-flow": ModelSpec(
+        _load("digits-flow"), NAME, "8x8 digits, UNet2DModel rectified flow (651 k parameters)", kind="flow"
+    ),
+}
+
+
+def _evaluator(*args: Any, **kwargs: Any) -> Any:
+    from pgraft.domains.digits.metrics import DigitsEvaluator
+
+    return DigitsEvaluator(*args, **kwargs)
+
+
+def _quality(model: Any, seed: int) -> Any:
+    from pgraft.domains.digits.quality import DigitsQuality
+
+    return DigitsQuality(model, seed)
+
+
+def _base_vs_corrected(base: Any, corrected: Any, title: str) -> Any:
+    from pgraft.plots.inc import images_base_vs_corrected
+
+    return images_base_vs_corrected(base, corrected, title)
+
+
+def _pretrain(name: str) -> Pretrainer:
+    def run(out: Path | None, steps: int | None, seed: int, options: dict[str, Any]) -> Path:
+        from pgraft.domains.digits.training import QUALITY_SAMPLES, pretrain_named
+
+        size = str(options.get("size") or "default")
+        samples = int(options.get("eval_samples") or QUALITY_SAMPLES)
+        return pretrain_named(name, out, steps, seed, size, samples)
+
+    what = "the reward classifier" if name == "digits-classifier" else f"the {name} model"
+    return Pretrainer(run, f"{what} and its card (reproduces its shipped file)")
+
+
+PRESETS = (
+    Preset(
+        "Reward hacking on digits: one digit wins",
+        "Reward = the classifier's probability of a 3. The reward climbs round by round (0.11, 0.38, 0.72 with "
+        "the defaults) because the samples turn into 3s: the class entropy falls and the Fréchet distance to "
+        "real digits grows. Add rounds to watch diversity collapse.",
+        dict(model="digits", reward="digit-prob", reward_args="digit=3", method="graft", rule="best-of-n", n=4),
+    ),
+    Preset(
+        "Prompted digits: follow the prompt",
+        "A class-conditional model with prompts 3 and 8; the reward is the classifier's probability of the "
+        "prompted digit, and each prompt's samples are judged among themselves.",
+        dict(
+            model="digits-prompted",
+            prompts=["3", "8"],
+            reward="prompt-match",
+            reward_args="",
+            method="graft",
+            rule="best-of-n",
+            n=4,
+        ),
+    ),
+)
+
+DOMAIN = Domain(
+    name=NAME,
+    description="8x8 digits (sklearn), UNet2DModel diffusion models and a CNN classifier as the reward model",
+    models=MODELS,
+    rewards=REWARDS,
+    default_reward="digit-prob",
+    # Measured: reward "digit-prob" of a 3 rises 0.11 -> 0.38 -> 0.72 in two rounds, a few seconds of CPU each.
+    defaults=RunDefaults(samples=256, num_inference_steps=25, finetune_steps=40, batch_size=64, lr=2e-3, rounds=2),
+    app_defaults=dict(preview=12),
+    sample_view=SAMPLE_VIEW,
+    evaluator=_evaluator,
+    realism=Realism("fid_real", higher_is_better=False, bound=5.0, unit="Fréchet distance"),
+    curve_panels=(
+        CurvePanel(
+            "Fréchet distance in classifier features",
+            (("fid_real", "to real digits"), ("fid_base", "to the base model")),
+        ),
+        CurvePanel(
+            "diversity",
+            (("class_entropy", "class entropy (nats; 2.30 = all ten)"), ("diversity", "mean pairwise distance")),
+        ),
+    ),
+    prompt_choices=tuple(str(d) for d in range(10)),
+    presets=PRESETS,
+    # bench/bench_bias_variance.py: 10 cutoffs x 256 states x 8 continuations at 20 steps in about 22 s.
+    study=StudyDefaults(num_inference_steps=20),
+    inc=IncSupport(
+        quality=_quality,
+        # Pixels in [-1, 1] need no 1e-5, and the last step of a digits grid takes ~100 fixed-point iterations
+        # (see `pgraft/inc/inversion.py`).
+        tol=1e-4,
+        max_iter=400,
+        samples_figure=_base_vs_corrected,
+        preview=32,
+        app_defaults={"digits-flow": {"steps": "8, 16", "correction_steps": "1, 2, 4", "invert": 300}},
+    ),
+    pretrain={name: _pretrain(name) for name in ("digits", "digits-prompted", "digits-flow", "digits-classifier")},
+)

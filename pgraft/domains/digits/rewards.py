@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pgraft.rewards import RewardFn, RewardSpec, SampleView, register_reward, register_sample_view
+from pgraft.rewards import RewardFn, RewardSpec, SampleView
 
 JPEG_QUALITY = 95
 
@@ -124,23 +124,17 @@ def _jpeg(sign: float) -> Any:
     return factory
 
 
-register_reward(
-    "prompt-match",
-    RewardSpec(
+REWARDS: dict[str, RewardSpec] = {
+    "prompt-match": RewardSpec(
         _prompt_match, "digits", "classifier probability of the prompted digit (VQAScore stand-in)", takes_prompts=True
     ),
-)
-register_reward("digit-prob", RewardSpec(_digit_prob, "digits", "classifier probability of one digit", {"digit": 3}))
-register_reward("ink", RewardSpec(_pixels(ink), "digits", "mean brightness in [0, 1]"))
-register_reward(
-    "thickness", RewardSpec(_pixels(thickness), "digits", "stroke width in pixels (2 ink / total variation)")
-)
-register_reward("symmetry", RewardSpec(_pixels(symmetry), "digits", "left-right symmetry, 1 - mean |p - mirror(p)|"))
-register_reward(
-    "jpeg-compressibility",
-    RewardSpec(_jpeg(-1.0), "digits", "minus the JPEG size in bytes (smaller files score higher)"),
-)
-register_reward(
-    "jpeg-incompressibility", RewardSpec(_jpeg(1.0), "digits", "the JPEG size in bytes (larger files score higher)")
-)
-register_sample_view("digits", SampleView("an (N, 1, 8, 8) tensor of pixels in [0, 1]", _unit))
+    "digit-prob": RewardSpec(_digit_prob, "digits", "classifier probability of one digit", {"digit": 3}),
+    "ink": RewardSpec(_pixels(ink), "digits", "mean brightness in [0, 1]"),
+    "thickness": RewardSpec(_pixels(thickness), "digits", "stroke width in pixels (2 ink / total variation)"),
+    "symmetry": RewardSpec(_pixels(symmetry), "digits", "left-right symmetry, 1 - mean |p - mirror(p)|"),
+    "jpeg-compressibility": RewardSpec(
+        _jpeg(-1.0), "digits", "minus the JPEG size in bytes (smaller files score higher)"
+    ),
+    "jpeg-incompressibility": RewardSpec(_jpeg(1.0), "digits", "the JPEG size in bytes (larger files score higher)"),
+}
+SAMPLE_VIEW = SampleView("an (N, 1, 8, 8) tensor of pixels in [0, 1]", _unit)

@@ -19,6 +19,7 @@ Below half a grid cell of blur the grid cannot resolve `s`; the curves take thei
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ import pandas as pd
 from pgraft.core.acceptance import AcceptanceRule
 from pgraft.core.process import NoiseProcess
 from pgraft.domains.toy2d.exact import ExactChain, Grid2D, SeparableBlur, grid_for, quantiles_of
-from pgraft.domains.toy2d.mixture import GaussianMixture
+from pgraft.domains.toy2d.mixture import GaussianMixture, get_dataset
 from pgraft.rewards import Reward, score
 
 Y_POINTS_PER_STD = 5  # y-grid points per blur std: sums over the Gaussian kernel are then exact to ~1e-9
@@ -139,20 +140,12 @@ def exact_curves(
     return pd.DataFrame(rows, columns=list(EXACT_COLUMNS))
 
 
-def dense_timesteps(process: NoiseProcess, points: int = 40) -> list[float]:
-    """`points` integer timesteps spread evenly over the noise range, for drawing smooth exact curves."""
-    fractions = np.linspace(0.5 / points, 1 - 0.5 / points, points)
-    return sorted({float(round(f * process.num_train_timesteps)) for f in fractions})
+def model_curves(
+    model: Any, reward: Reward, rule: AcceptanceRule, timesteps: Sequence[float], rounds: int = 1
+) -> pd.DataFrame:
+    """`exact_curves` of a toy base model's true mixture, on its own process (the domain's `exact_curves`)."""
+    mixture = get_dataset(str(model.info.get("dataset", "ring8")))
+    return exact_curves(mixture, reward, rule, model.process, timesteps, rounds=rounds)
 
 
-def mixture_of(model_info: dict[str, object]) -> GaussianMixture:
-    from pgraft.domains.toy2d.mixture import get_dataset
-
-    return get_dataset(str(model_info.get("dataset", "ring8")))
-
-
-def exact_available(domain: str) -> bool:
-    return domain == "toy2d"
-
-
-__all__ = ["ExactCurves", "dense_timesteps", "exact_available", "exact_curves", "mixture_of"]
+__all__ = ["ExactCurves", "exact_curves", "model_curves"]

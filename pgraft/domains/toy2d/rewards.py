@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from pgraft.rewards import RewardFn, RewardSpec, SampleView, register_reward, register_sample_view
+from pgraft.rewards import RewardFn, RewardSpec, SampleView
 
 
 def _coordinate(index: int) -> RewardFn:
@@ -42,20 +42,16 @@ def _ring_band(context: dict[str, Any], radius: float) -> RewardFn:
     return lambda x: -(x.double().norm(dim=-1) - radius).abs()
 
 
-register_reward("x", RewardSpec(_x, "toy2d", "the first coordinate: push mass to the right"))
-register_reward("y", RewardSpec(_y, "toy2d", "the second coordinate: push mass up"))
-register_reward(
-    "distance",
-    RewardSpec(_distance, "toy2d", "minus the distance to a point (px, py)", {"px": 4.0, "py": 0.0}),
-)
-register_reward("mode", RewardSpec(_mode, "toy2d", "minus the distance to one mode's centre", {"index": 0}))
-register_reward(
-    "ring-band",
-    RewardSpec(
+REWARDS: dict[str, RewardSpec] = {
+    "x": RewardSpec(_x, "toy2d", "the first coordinate: push mass to the right"),
+    "y": RewardSpec(_y, "toy2d", "the second coordinate: push mass up"),
+    "distance": RewardSpec(_distance, "toy2d", "minus the distance to a point (px, py)", {"px": 4.0, "py": 0.0}),
+    "mode": RewardSpec(_mode, "toy2d", "minus the distance to one mode's centre", {"index": 0}),
+    "ring-band": RewardSpec(
         _ring_band,
         "toy2d",
         "minus the distance to a circle of the given radius (off the data: hackable)",
         {"radius": 2.0},
     ),
-)
-register_sample_view("toy2d", SampleView("an (N, 2) tensor of points"))
+}
+SAMPLE_VIEW = SampleView("an (N, 2) tensor of points")

@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
-from pgraft.core.sampling import SamplingProgress, sample_seeds, seeded_noise
-from pgraft.families.small import DiffusionModel
+from pgraft.core.events import Progress
+from pgraft.core.sampling import sample_seeds, seeded_noise
+from pgraft.families.base import DiffusionAdapter, cat_rows
 
 PREFIX_STREAM = 7_100_000
 CONTINUATION_STREAM = 7_200_000
@@ -88,13 +89,13 @@ def ddim_step_per_sample(
     return prev_sample
 
 
-def _chunk(base: DiffusionModel) -> int:
+def _chunk(base: DiffusionAdapter) -> int:
     """Rows per model call: the model's sampling batch on its device (cache-sized on a CPU)."""
     return base.sampling_batch_size
 
 
 def _evaluate(
-    base: DiffusionModel, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, batch_size: int
+    base: DiffusionAdapter, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, batch_size: int
 ) -> torch.Tensor:
     """The model's output on `x` at per-sample timesteps `t`, in chunks of `batch_size`."""
     outs = []
@@ -106,13 +107,13 @@ def _evaluate(
 
 
 def _prefix_states(
-    base: DiffusionModel,
+    base: DiffusionAdapter,
     levels: list[int],
     states: int,
     num_inference_steps: int,
     seed: int,
-    cond: torch.Tensor | None,
-) -> Generator[SamplingProgress, None, dict[int, torch.Tensor]]:
+    cond: Any,
+) -> Generator[Progress, None, dict[int, torch.Tensor]]:
     """Run `M` base trajectories down to the deepest level, recording the state entering each level's step.
 
     Noise is drawn exactly as `sampling.sample_iter` draws it for the same seeds (one initial state and
@@ -136,19 +137,19 @@ def _prefix_states(
         out = _evaluate(base, x, t.to(device).expand(len(x)), c, _chunk(base))
         with torch.inference_mode():
             x = process.step(scheduler, out, t, x, 1.0, noise[:, 1 + k])
-        yield SamplingProgress(k + 1, deepest, "prefix")
+        yield Progress("prefix", k + 1, deepest)
     return recorded
 
 
 def nested_samples_iter(
-    base: DiffusionModel,
+    base: DiffusionAdapter,
     levels: Sequence[int],
     states: int,
     continuations: int,
     num_inference_steps: int,
     seed: int,
-    cond: torch.Tensor | None = None,
-) -> Generator[SamplingProgress | LevelSamples, None, None]:
+    cond: Any = None,
+) -> Generator[Progress | LevelSamples, None, None]:
     """Yield progress, and each level's `LevelSamples` as soon as all its continuations reach `x_0`.
 
     `levels` are handoff indices on the `num_inference_steps` grid (`sampling.handoff_index`), each in
@@ -168,11 +169,7 @@ def nested_samples_iter(
 
     r = continuations
     x = torch.cat([states_at[k].repeat_interleave(r, 0) for k in order])
-    c = (
-        cond.to(device).repeat_interleave(r, 0).repeat(len(order), *([1] * (cond.dim() - 1)))
-        if cond is not None
-        else None
-    )
+    c = cat_rows([cond.to(device).repeat_interleave(r, 0)] * len(order)) if cond is not None else None
     noises = [
         seeded_noise(sample_seeds(seed, CONTINUATION_STREAM + k, states * r), base.sample_shape, n - k).to(device)
         for k in order
@@ -189,7 +186,7 @@ def nested_samples_iter(
         with torch.inference_mode():
             x[lo:] = ddim_step_per_sample(scheduler, out, t, x[lo:], 1.0, z)
         done += len(t)
-        yield SamplingProgress(done, total, "continuations")
+        yield Progress("continuations", done, total)
         while first_active < len(order) and n - order[first_active] == m + 1:
             k = order[first_active]
             block = x[first_active * size : (first_active + 1) * size].float().cpu().clone()

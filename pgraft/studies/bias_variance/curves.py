@@ -25,19 +25,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pgraft.core.acceptance import AcceptanceRule
+from pgraft.core.events import Cancelled, Finished, Progress, Stopped, relay
 from pgraft.core.process import NoiseProcess
-from pgraft.core.sampling import SamplingProgress, handoff_index, inference_timesteps
-from pgraft.graft.runner import RunSetup
+from pgraft.core.sampling import handoff_index, inference_timesteps
+from pgraft.graft.setup import RunSetup
 from pgraft.rewards import score
 from pgraft.studies.bias_variance.continuations import LevelSamples, nested_samples_iter
+from pgraft.studies.bias_variance.estimators import (  # noqa: F401  (the estimators' public names, here too)
+    acceptance_probabilities,
+    estimate,
+    mid_rank_quantiles,
+)
 
 QUANTITIES = ("V", "B", "R2", "D")
 
@@ -46,11 +51,40 @@ QUANTITIES = ("V", "B", "R2", "D")
 class CurveSpec:
     """What to estimate: the cutoff grid, `M` states per cutoff, `R` continuations per state, the bands."""
 
-    cutoffs: tuple[float, ...]
-    states: int = 256
-    continuations: int = 8
-    bootstrap: int = 1000
-    level: float = 0.95
+    cutoffs: tuple[float, ...] = field(
+        metadata={
+            "help": "cutoffs t in (0, 1), snapped to the sampler's grid (default: the model's domain's)",
+            "ui": {"widget": "textbox", "label": "Cutoffs t in (0, 1)", "info": "snapped to the sampler's grid"},
+        }
+    )
+    states: int = field(
+        default=256,
+        metadata={
+            "help": "M: base states per cutoff (>= 2)",
+            "ui": {
+                "widget": "slider",
+                "label": "M: base states per cutoff",
+                "minimum": 16,
+                "maximum": 1024,
+                "step": 16,
+            },
+        },
+    )
+    continuations: int = field(
+        default=8,
+        metadata={
+            "help": "R: stochastic continuations per state (>= 2)",
+            "ui": {
+                "widget": "slider",
+                "label": "R: ancestral continuations per state",
+                "minimum": 2,
+                "maximum": 32,
+                "step": 1,
+            },
+        },
+    )
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples of the states for the bands"})
+    level: float = field(default=0.95, metadata={"help": "confidence level of the bands, in (0.5, 1)"})
 
     def __post_init__(self) -> None:
         if not self.cutoffs:
@@ -68,13 +102,6 @@ class CurveSpec:
 
 
 @dataclass(frozen=True)
-class CurveProgress:
-    done: int
-    total: int
-    stage: str
-
-
-@dataclass(frozen=True)
 class CurvePoint:
     """One finished cutoff: a row of the curve table (estimates, bands, grid position, sizes)."""
 
@@ -82,16 +109,18 @@ class CurvePoint:
 
 
 @dataclass(frozen=True)
-class CurveCancelled:
+class CurveCancelled(Cancelled):
+    """Stopped: the table of the cutoffs that finished."""
+
     table: pd.DataFrame
 
 
 @dataclass(frozen=True)
-class CurveFinished:
+class CurveFinished(Finished):
     table: pd.DataFrame
 
 
-CurveEvent = CurveProgress | CurvePoint | CurveCancelled | CurveFinished
+CurveEvent = Progress | CurvePoint | CurveCancelled | CurveFinished
 
 
 def check_stochastic_continuation(process: NoiseProcess, eta: float) -> None:
@@ -124,81 +153,6 @@ def grid_levels(process: NoiseProcess, num_inference_steps: int, cutoffs: Sequen
     return levels
 
 
-def mid_rank_quantiles(rewards: np.ndarray) -> np.ndarray:
-    """`u = F̂(r−) + P̂(r)/2` of every reward in the empirical law of the same rewards (ties share a mid-rank)."""
-    flat = rewards.ravel()
-    _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    mid = (np.cumsum(counts) - counts / 2) / len(flat)
-    return mid[inverse].reshape(rewards.shape)
-
-
-def acceptance_probabilities(rule: AcceptanceRule, rewards: np.ndarray, strata: np.ndarray) -> np.ndarray:
-    """`a = rule.acceptance(u, r)` for `(M, R)` rewards, `u` from each stratum's (prompt's) own rewards."""
-    a = np.empty_like(rewards, dtype=float)
-    for s in np.unique(strata):
-        r = rewards[strata == s]
-        a[strata == s] = rule.acceptance(mid_rank_quantiles(r).ravel(), r.ravel()).reshape(r.shape)
-    return a
-
-
-def _tilt(h: np.ndarray, s2: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """Plug-in and bias-corrected `KL(p̃ ‖ p̄)` along the last axis of state means `h` (§3.2)."""
-    mean = h.mean(-1, keepdims=True)
-    w = np.divide(h, mean, out=np.zeros_like(h), where=mean > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plug = np.where(w > 0, w * np.log(w), 0.0).mean(-1)
-        bias = np.where(h > 0, s2 / (2 * r * h), 0.0).mean(-1) / mean[..., 0]
-    return plug, plug - bias
-
-
-def _quantities(
-    rm: np.ndarray, rv: np.ndarray, am: np.ndarray, av: np.ndarray, strata: np.ndarray, r: int
-) -> dict[str, np.ndarray]:
-    """V, B, R², D (and D's plug-in) from per-state statistics along the last axis."""
-    v = rv.mean(-1)
-    b = rm.var(-1, ddof=1) - v / r
-    plug, corrected = [], []
-    for s in np.unique(strata):
-        p, c = _tilt(am[..., strata == s], av[..., strata == s], r)
-        plug.append(p)
-        corrected.append(c)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = b / (b + v)
-    return {"V": v, "B": b, "R2": r2, "D": np.mean(corrected, 0), "D_plugin": np.mean(plug, 0)}
-
-
-def estimate(
-    rewards: np.ndarray,
-    accept: np.ndarray,
-    strata: np.ndarray | None = None,
-    bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Estimates of V, B, R², D from `(M, R)` rewards and acceptance probabilities, with `_lo`/`_hi` bands.
-
-    The bands resample states with replacement (within each stratum), `bootstrap` times.
-    """
-    m, r = rewards.shape
-    strata = np.zeros(m, dtype=int) if strata is None else np.asarray(strata)
-    stats = (rewards.mean(1), rewards.var(1, ddof=1), accept.mean(1), accept.var(1, ddof=1))
-    point = _quantities(*stats, strata, r)
-    rng = np.random.default_rng(seed)
-    idx = np.empty((bootstrap, m), dtype=int)
-    for s in np.unique(strata):
-        members = np.flatnonzero(strata == s)
-        idx[:, members] = rng.choice(members, size=(bootstrap, len(members)))
-    rm, rv, am, av = (x[idx] for x in stats)
-    boot = _quantities(rm, rv, am, av, strata, r)
-    tail = 100 * (1 - level) / 2
-    out: dict[str, float] = {}
-    for name, value in point.items():
-        out[name] = float(value)
-        lo, hi = np.nanpercentile(boot[name], [tail, 100 - tail])
-        out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
-    return out
-
-
 def curve_iter(
     setup: RunSetup, spec: CurveSpec, should_stop: Callable[[], bool] | None = None
 ) -> Generator[CurveEvent, None, None]:
@@ -214,25 +168,24 @@ def curve_iter(
     levels = grid_levels(base.process, cfg.num_inference_steps, spec.cutoffs)
     strata = np.arange(spec.states) % max(1, len(setup.prompts))
     cond = setup.cond[torch.from_numpy(strata)] if setup.cond is not None else None
-    stop = should_stop or (lambda: False)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     sampler = nested_samples_iter(
         base, levels, spec.states, spec.continuations, cfg.num_inference_steps, cfg.seed, cond
     )
-    for ev in sampler:
-        if isinstance(ev, SamplingProgress):
-            yield CurveProgress(ev.done, ev.total, ev.stage)
-            if stop():
-                sampler.close()
-                yield CurveCancelled(_table(rows))
-                return
-            continue
-        for cutoff in (c for c, k in zip(spec.cutoffs, levels) if k == ev.k):
-            row = _level_row(setup, spec, ev, strata, cutoff)
-            row["seconds"] = round(time.perf_counter() - start, 3)
-            rows.append(row)
-            yield CurvePoint(row)
+    try:
+        for ev in relay(sampler, should_stop):
+            if isinstance(ev, Progress):
+                yield ev
+                continue
+            for cutoff in (c for c, k in zip(spec.cutoffs, levels) if k == ev.k):
+                row = _level_row(setup, spec, ev, strata, cutoff)
+                row["seconds"] = round(time.perf_counter() - start, 3)
+                rows.append(row)
+                yield CurvePoint(row)
+    except Stopped:
+        yield CurveCancelled(_table(rows))
+        return
     yield CurveFinished(_table(rows))
 
 
@@ -242,7 +195,7 @@ def _level_row(
     m, r = spec.states, spec.continuations
     prompts = [setup.prompts[s] for s in np.repeat(strata, r)] if setup.prompts else None
     flat = level.samples.reshape(m * r, *level.samples.shape[2:])
-    rewards = score(setup.reward, flat, prompts).numpy().reshape(m, r)
+    rewards = score(setup.reward, setup.base.decode(flat), prompts).numpy().reshape(m, r)
     accept = acceptance_probabilities(setup.rule, rewards, strata)
     process = setup.base.process
     est = estimate(rewards, accept, strata, spec.bootstrap, spec.level, seed=setup.config.seed * 7 + level.k)

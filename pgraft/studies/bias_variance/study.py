@@ -20,11 +20,14 @@ from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from pgraft.domains.toy2d.exact_curves import dense_timesteps, exact_available, exact_curves, mixture_of
+from pgraft.core.events import Finished
+from pgraft.core.process import NoiseProcess
 from pgraft.graft.config import RunConfig
-from pgraft.graft.runner import RunSetup, build_setup
+from pgraft.graft.setup import RunSetup, build_setup
+from pgraft.registry import get_domain
 from pgraft.studies.bias_variance.curves import (
     CurveCancelled,
     CurveEvent,
@@ -46,7 +49,9 @@ class ExactReady:
 
 
 @dataclass(frozen=True)
-class StudyFinished:
+class StudyFinished(Finished):
+    """The end of a study (`cancelled`: stopped; its parts hold what finished)."""
+
     curves: pd.DataFrame
     exact: pd.DataFrame | None
     sweep: pd.DataFrame | None
@@ -57,6 +62,12 @@ class StudyFinished:
 StudyEvent = ExactReady | CurveEvent | SweepEvent | StudyFinished
 
 
+def dense_timesteps(process: NoiseProcess, points: int = 40) -> list[float]:
+    """`points` integer timesteps spread evenly over the noise range, for drawing smooth exact curves."""
+    fractions = np.linspace(0.5 / points, 1 - 0.5 / points, points)
+    return sorted({float(round(f * process.num_train_timesteps)) for f in fractions})
+
+
 def study_setup(config: RunConfig, allow_import: bool = False) -> RunSetup:
     """The set-up shared by every part; refuses a deterministic continuation before any work."""
     setup = build_setup(config.replace(method="graft"), allow_import=allow_import)
@@ -65,12 +76,13 @@ def study_setup(config: RunConfig, allow_import: bool = False) -> RunSetup:
 
 
 def exact_table(setup: RunSetup, timesteps: list[float]) -> pd.DataFrame | None:
-    """Exact curves of the toy's true mixture at these timesteps (targets after the config's rounds), or
-    None outside the toy domain."""
-    if not exact_available(setup.base.domain):
+    """The exact curves of the base model at these timesteps (targets after the config's rounds), where its
+    domain has them (the toy's true mixture), else None."""
+    exact = get_domain(setup.base.domain).exact_curves
+    if exact is None:
         return None
-    info, process = setup.base.info, setup.base.process
-    return exact_curves(mixture_of(info), setup.reward, setup.rule, process, timesteps, rounds=setup.config.rounds)
+    table: pd.DataFrame = exact(setup.base, setup.reward, setup.rule, timesteps, setup.config.rounds)
+    return table
 
 
 def attach_exact(row: dict[str, object], exact: pd.DataFrame | None) -> dict[str, object]:

@@ -1,0 +1,140 @@
+"""`pgraft run`: GRAFT / P-GRAFT rounds headless, with a progress bar and one printed row per round.
+
+pgraft run --model toy2d --reward x --method pgraft --cutoff 0.5 --rule best-of-n --n 4 --out runs/demo
+pgraft run --config run.yaml --out runs/demo --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SHOWN = (
+    "round",
+    "reward_mean",
+    "reward_std",
+    "accept_rate",
+    "n_accepted",
+    "target_reward",
+    "ks_to_target",
+    "loglik",
+    "modes_covered",
+    "fid_real",
+    "confident",
+    "finetune_loss",
+)
+BY_MODEL_HELP = "the model's domain default"
+
+
+def add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    """One flag per `RunConfig` field, except those in `skip` (see `cli.flags`)."""
+    from pgraft.cli.flags import add_dataclass_flags
+    from pgraft.graft.config import BY_MODEL, RunConfig
+
+    add_dataclass_flags(p, RunConfig, skip, defaults=dict.fromkeys(BY_MODEL, BY_MODEL_HELP))
+    p.add_argument("--config", type=Path, help="YAML file with the same option names; flags override it")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="run GRAFT or P-GRAFT rounds and write them to a run folder")
+    add_config_flags(p)
+    p.add_argument("--out", type=Path, help="run folder (default: runs/<model>-<method>-<timestamp>)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue an existing run after its last complete round")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a run: the `--config` file's, then the flags given (reward arguments merged)."""
+    from pgraft.cli.flags import values_of
+    from pgraft.graft.config import RunConfig
+
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None) is not None:
+        if not args.config.exists():
+            raise ValueError(f"--config: {str(args.config)!r} does not exist")
+        values = RunConfig.read_yaml(args.config)
+    given = values_of(args, RunConfig)
+    if "reward_args" in given:
+        given["reward_args"] = {**(values.get("reward_args") or {}), **given["reward_args"]}
+    values.update(given)
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from pgraft.graft.config import RunConfig
+
+    return RunConfig.from_dict(config_values(args), source="arguments")
+
+
+def describe_defaults(values: dict[str, Any], config: Any) -> str | None:
+    """`"defaults of the digits domain: --samples 256, ..."` for the fields left to the model's defaults."""
+    from pgraft.cli.flags import flag_name
+    from pgraft.graft.config import defaulted_fields
+    from pgraft.registry import get_model_spec
+
+    used = defaulted_fields(values)
+    if not used:
+        return None
+    parts = ", ".join(f"{flag_name(name)} {getattr(config, name)}" for name in used)
+    return f"defaults of the {get_model_spec(config.model).domain} domain: {parts}"
+
+
+def _print_row(metrics: dict[str, Any], header: bool) -> None:
+    cols = [c for c in SHOWN if c in metrics]
+    if header:
+        print("  ".join(f"{c:>13}" for c in cols))
+    cells = []
+    for c in cols:
+        v = metrics[c]
+        cells.append(f"{v:>13d}" if isinstance(v, int) else f"{v:>13.4g}")
+    print("  ".join(cells), flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pgraft.cli.progress import StageBar
+    from pgraft.core.events import Cancelled, Finished, Notice, Progress
+    from pgraft.graft.config import RunConfig
+    from pgraft.graft.runner import RoundResult, RoundRunner
+    from pgraft.rewards import RewardError
+
+    values = config_values(args)
+    config = RunConfig.from_dict(values, source="arguments")
+    out = args.out or Path("runs") / f"{config.model}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    runner = RoundRunner(config, out=out, mode=mode, allow_import=True)
+    print(
+        f"pgraft: {config.method} on {config.model}, reward {runner.setup.reward.name}, rule "
+        f"{runner.setup.rule.describe()}, {config.rounds} rounds of {config.samples} samples -> {out}",
+        flush=True,
+    )
+    used = describe_defaults(values, config)
+    if used:
+        print(f"pgraft: {used}", flush=True)
+    bar = StageBar(quiet=args.quiet)
+    header = True
+    try:
+        for ev in runner.run():
+            if isinstance(ev, Progress):
+                bar.update(ev.describe(), ev.done, ev.total)
+            elif isinstance(ev, RoundResult):
+                bar.close()
+                _print_row(ev.metrics, header)
+                header = False
+            elif isinstance(ev, Notice):
+                print(f"warning: {ev.message}", file=sys.stderr)
+            elif isinstance(ev, Cancelled | Finished):
+                break
+    except RewardError as exc:
+        bar.close()
+        print(
+            f"pgraft: error: {exc}. Completed rounds are kept in {out}; no partial round was written.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"done: metrics in {out / 'metrics.csv'}, rounds in {out / 'rounds'}")
+    return 0

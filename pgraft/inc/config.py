@@ -1,0 +1,119 @@
+"""The options of inverse noise correction (`pgraft inc`, the app's tab): one dataclass, one help string per
+field, validated on creation; a field `foo_bar` is the flag `--foo-bar`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from pgraft.inc.correction import CorrectionConfig
+
+ON_FAILURE = ("drop", "raise")
+
+
+def _ints(flag: str, values: tuple[int, ...], low: int, high: int) -> None:
+    if not values or any(not isinstance(v, int) or not low <= v <= high for v in values):
+        raise ValueError(f"{flag}: {list(values)!r} is invalid; allowed: one or more integers in [{low}, {high}]")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{flag}: {list(values)!r} repeats a value; allowed: distinct integers in [{low}, {high}]")
+
+
+@dataclass(frozen=True)
+class IncConfig:
+    """Every option of `pgraft inc`; a field `foo_bar` is the flag `--foo-bar`."""
+
+    model: str = field(
+        default="toy2d-flow", metadata={"help": "a flow model: toy2d-flow, toy2d-flow-exact, digits-flow"}
+    )
+    dataset: str = field(default="ring8", metadata={"help": "toy mixture (toy models only)"})
+    train_steps: int | None = field(
+        default=None, metadata={"help": "toy2d-flow only: its training steps (< 3000 under-trains)"}
+    )
+    steps: tuple[int, ...] = field(default=(8, 16, 32), metadata={"help": "base sampler step counts K (both lines)"})
+    correction_steps: tuple[int, ...] = field(default=(1, 2, 4), metadata={"help": "Euler steps m of the correction"})
+    invert: int = field(default=2000, metadata={"help": "real samples to invert (train split for digits)"})
+    samples: int = field(default=2000, metadata={"help": "generated samples scored per table row"})
+    preview: int = field(
+        default=256, metadata={"help": "samples drawn from fixed seeds for the base-vs-corrected view"}
+    )
+    tol: float | None = field(
+        default=None, metadata={"help": "residual tolerance of every backward-Euler step (toy 1e-5, digits 1e-4)"}
+    )
+    max_iter: int | None = field(
+        default=None, metadata={"help": "fixed-point iterations allowed per step (toy 100, digits 400)"}
+    )
+    on_failure: str = field(
+        default="drop", metadata={"help": "samples whose inversion does not contract: drop | raise"}
+    )
+    correction_hidden: int = field(default=64, metadata={"help": "width of the correction MLP"})
+    correction_train_steps: int = field(default=1000, metadata={"help": "training steps of each correction flow"})
+    correction_batch_size: int = field(default=512, metadata={"help": "batch size of correction training"})
+    correction_lr: float = field(default=1e-2, metadata={"help": "peak learning rate of correction training"})
+    correction_path: str = field(default="trig", metadata={"help": "interpolant of the correction: trig | linear"})
+    seed: int = field(default=0, metadata={"help": "seed of data, noises and training"})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:N or auto"})
+
+    def __post_init__(self) -> None:
+        from pgraft.registry import MODELS
+
+        if self.model not in MODELS:
+            raise ValueError(f"--model: {self.model!r} is not registered; allowed: {sorted(MODELS)}")
+        if self.train_steps is not None:
+            if "train_steps" not in MODELS[self.model].options:
+                with_option = sorted(n for n, s in MODELS.items() if "train_steps" in s.options)
+                raise ValueError(
+                    f"--train-steps: {self.train_steps!r} is not an option of --model {self.model!r}; "
+                    f"allowed only with --model in {with_option}"
+                )
+            if not 1 <= self.train_steps <= 10**6:
+                raise ValueError(f"--train-steps: {self.train_steps!r} is invalid; allowed: an integer in [1, 1e6]")
+        _ints("--steps", self.steps, 1, 1000)
+        _ints("--correction-steps", self.correction_steps, 1, 1000)
+        checks: list[tuple[str, Any, bool, str]] = [
+            ("--invert", self.invert, 10 <= self.invert <= 10**6, "an integer in [10, 1e6]"),
+            ("--samples", self.samples, 10 <= self.samples <= 10**6, "an integer in [10, 1e6]"),
+            ("--preview", self.preview, 1 <= self.preview <= 10**5, "an integer in [1, 1e5]"),
+            ("--tol", self.tol, self.tol is None or 0 < self.tol < 1, "a number in (0, 1)"),
+            (
+                "--max-iter",
+                self.max_iter,
+                self.max_iter is None or 1 <= self.max_iter <= 10**5,
+                "an integer in [1, 1e5]",
+            ),
+            ("--on-failure", self.on_failure, self.on_failure in ON_FAILURE, ", ".join(ON_FAILURE)),
+            ("--seed", self.seed, 0 <= self.seed < 2**31, "an integer in [0, 2^31)"),
+            (
+                "--device",
+                self.device,
+                self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
+                "cpu, cuda, cuda:N, auto",
+            ),
+        ]
+        for flag, value, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{flag}: {value!r} is invalid; allowed: {allowed}")
+        self.correction_config()  # validates the correction flags
+
+    def inversion_settings(self, domain: str) -> tuple[float, int]:
+        """`(tol, max_iter)`: the given values, or the domain's defaults (`Domain.inc`; digits steps converge
+        slowly)."""
+        from pgraft.registry import get_domain
+
+        support = get_domain(domain).inc
+        if support is None:
+            raise ValueError(f"--model: the {domain} domain has no inverse noise correction")
+        tol = self.tol if self.tol is not None else support.tol
+        return tol, (self.max_iter if self.max_iter is not None else support.max_iter)
+
+    def correction_config(self) -> CorrectionConfig:
+        return CorrectionConfig(
+            hidden=self.correction_hidden,
+            train_steps=self.correction_train_steps,
+            batch_size=self.correction_batch_size,
+            lr=self.correction_lr,
+            path=self.correction_path,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
