@@ -23,8 +23,8 @@ import torch
 from round_parts import print_parts, round_parts
 
 from pgraft.core.sampling import sample, sample_seeds
+from pgraft.domains.digits.metrics import classify
 from pgraft.domains.digits.models import build_digits_model, to_unit, unet_config, use_sampling_layout
-from pgraft.domains.digits.training import classify
 from pgraft.families.small import DiffusionModel, load_model
 from pgraft.graft.config import RunConfig
 from pgraft.inc.flops import forward_flops

@@ -2,8 +2,8 @@
 
 Domains register themselves as a whole (`register_domain`): the built-in ones listed in `pgraft.domains`,
 then any installed package that declares an entry point in the group `pgraft.domains`. Their models and
-rewards land in `MODELS` and `REWARDS`; a single model or reward can also be added on its own
-(`register_model`, `register_reward`, for tests and scripts). Every unknown name raises `ValueError` listing
+rewards land in `MODELS` and `REWARDS`; a single reward can also be added on its own
+(`register_reward`, for tests and scripts). Every unknown name raises `ValueError` listing
 the choices. Nothing here imports a domain's heavy modules: a `ModelSpec` loads its model when asked.
 """
 
@@ -30,12 +30,6 @@ def register_domain(domain: Domain) -> Domain:
     MODELS.update(domain.models)
     REWARDS.update(domain.rewards)
     return domain
-
-
-def register_model(name: str, spec: ModelSpec) -> None:
-    if spec.domain not in DOMAINS:
-        raise ValueError(f"model {name!r}: unknown domain {spec.domain!r}; register the domain first")
-    MODELS[name] = spec
 
 
 def register_reward(name: str, spec: RewardSpec) -> None:
@@ -167,7 +161,6 @@ __all__ = [
     "make_reward",
     "make_rule",
     "register_domain",
-    "register_model",
     "register_reward",
     "reward_context",
     "rewards_for",

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pgraft.core.sampling import sample, sample_seeds
+from pgraft.domains.digits.metrics import classify
 from pgraft.domains.digits.models import (
     build_digits_model,
     digits_split,
@@ -16,7 +17,6 @@ from pgraft.domains.digits.models import (
     to_unit,
     unet_config,
 )
-from pgraft.domains.digits.training import classify
 from pgraft.families.small import read_safetensors_metadata
 from pgraft.registry import MODELS, load_model
 

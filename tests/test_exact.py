@@ -61,7 +61,7 @@ def test_handoff_law_matches_monte_carlo():
         __import__("pgraft.domains.toy2d.exact", fromlist=["quantiles_of"]).quantiles_of(chain.base, chain.rewards),
         chain.rewards,
     )
-    field = chain._forward(chain.base * a)
+    field = chain.blur.forward(chain.base * a)
     ys = np.linspace(chain.grid.xs[0] - 5 * s, chain.grid.xs[-1] + 5 * s, field.shape[0])
     exact_mean = float((field.sum(1) * ys).sum() / field.sum())
     gen = torch.Generator().manual_seed(0)

@@ -281,6 +281,7 @@ def build_tab(ctx: TabContext) -> None:
         concurrency_id=ctx.heavy_concurrency_id,
         concurrency_limit=ctx.heavy_concurrency_limit,
     ).then(lambda: (gr.update(interactive=True), gr.update(interactive=False)), None, [c["run"], c["stop"]], **light)
+
     def stop(request: gr.Request) -> str:
         return stop_study(request, sessions)
 

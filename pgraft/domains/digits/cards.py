@@ -18,33 +18,17 @@ KINDS = {
     "digits-flow": "Rectified flow (velocity prediction, `x_t = (1 − t) x_0 + t ε`)",
 }
 
-# Why the shipped size: `python bench/bench_digits_sampler.py --sizes --threads N` on an idle 2-core machine,
-# and `quality_report` of a (32, 64) x 2 model trained with `pgraft pretrain digits --size deep` (same recipe).
-SIZE_NOTE = """\
-## Size
+SIZE_STUDY = "size-study.md"
+"""The measured size study (an asset beside the weights) that every digits model card includes."""
 
-`UNet2DModel` with channels (32, 64), one ResNet layer per block, attention only in the 4×4 middle block
-(651 k parameters unconditional, 652 k with the class embedding). One round with the app's digits defaults
-(268 samples × 25 steps, 40 fine-tuning steps at batch 64), seconds on an idle 2-core CPU, random weights
-(`python bench/bench_digits_sampler.py --sizes --threads N`; the app uses all cores but one, so 1 thread on
-2 cores):
 
-| UNet | parameters | MFLOP / sample | round, 1 thread | round, 2 threads |
-|---|---|---|---|---|
-| (16, 32) × 1 | 164 k | 7.7 | 1.75 | 1.40 |
-| **(32, 64) × 1 (shipped)** | 651 k | 30.5 | 3.56 | 2.54 |
-| (32, 64) × 2 | 918 k | 42.9 | 4.78 | 3.29 |
-| (64, 128) × 1 | 2.59 M | 122.0 | 9.88 | 5.97 |
-| (64, 128) × 2 | 3.66 M | 171.5 | 12.78 | 7.89 |
+def size_note() -> str:
+    """The size study, without its leading comment."""
+    from pgraft.domains.digits.models import ASSETS
 
-The (64, 128) UNets take 6-13 s per round: with round 0 and the app's two rounds that is half a minute of
-waiting, not an interactive demo. Of the two sizes that stay within about 5 s, the larger, (32, 64) × 2,
-trained with the same recipe (`pgraft pretrain digits --size deep`, 4,000 steps, 296 s against 205 s on one
-thread) draws no better digits: 94.5 % confident and Fréchet distance 5.05 (eta = 1), 91.9 % and 4.48
-(eta = 0), against the shipped 93.7 % and 4.83, 91.3 % and 4.26 (1,000 samples, the same seeds and judge; one
-standard error of a confident fraction is 0.8 points). It would cost a third more per round for nothing
-measurable, so the shipped size is (32, 64) × 1.
-"""
+    text = (ASSETS / SIZE_STUDY).read_text()
+    return text.split("-->", 1)[1].lstrip("\n") if text.startswith("<!--") else text
+
 
 REPRODUCIBILITY = (
     "Reruns of the command with the same torch thread count on the same kind of CPU give identical weights; "
@@ -106,7 +90,7 @@ def model_card(model: DiffusionModel, quality: dict[str, Any], command: str) -> 
     lines += ["", "`eta=1` is the runs' default sampler (`--sampler ddpm`); `real_held_out` is the same judge on", ""]
     lines[-2] += " the 359 held-out real digits. Class histograms (fraction per digit 0..9):"
     lines += [f"- {k}: {q['class_histogram']}" for k, q in rows.items()]
-    lines += ["", SIZE_NOTE]
+    lines += ["", size_note()]
     return "\n".join(lines)
 
 

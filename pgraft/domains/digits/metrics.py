@@ -63,6 +63,11 @@ def classifier_features(x_unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return torch.cat(feats), torch.cat(probs)
 
 
+def classify(x_unit: torch.Tensor) -> torch.Tensor:
+    """Class probabilities `(N, 10)` of pixels in [0, 1] by the shipped classifier."""
+    return classifier_features(x_unit)[1]
+
+
 @lru_cache(maxsize=16)
 def held_out_stats(classes: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature statistics of the held-out digits: all of them, or one block per listed class."""

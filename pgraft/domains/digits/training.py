@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from pgraft.domains.digits.cards import classifier_card, machine_record, model_card
+from pgraft.domains.digits.metrics import CONFIDENT, classify, frechet_to_held_out
 from pgraft.domains.digits.models import build_digits_model, digits_split, model_kind, to_model, to_unit, unet_config
 from pgraft.families.small import DiffusionModel
 
@@ -32,7 +33,6 @@ SHIPPED_STEPS = {"digits": 4000, "digits-flow": 4000, "digits-prompted": 1500}
 WARMUP_STEPS = 100
 QUALITY_SAMPLES = 1000
 QUALITY_STEPS = 25
-CONFIDENT = 0.9
 
 
 def train_digits(
@@ -106,19 +106,8 @@ def warmup_constant(opt: torch.optim.Optimizer, warmup_steps: int = WARMUP_STEPS
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup_steps))
 
 
-def classify(x_unit: torch.Tensor, device: str = "cpu") -> torch.Tensor:
-    """Class probabilities `(N, 10)` of pixels in [0, 1] by the shipped classifier."""
-    from pgraft.domains.digits.classifier import load_classifier
-
-    net = load_classifier(device)
-    with torch.inference_mode():
-        return torch.cat([net.probabilities(b.to(device)).cpu() for b in x_unit.split(1024)])
-
-
 def judge(x_unit: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
     """Confident fraction, class histogram, prompt match and Fréchet distance to held-out digits."""
-    from pgraft.domains.digits.metrics import frechet_to_held_out
-
     probs = classify(x_unit)
     conf, pred = probs.max(-1)
     hist = torch.bincount(pred, minlength=10).double() / len(pred)

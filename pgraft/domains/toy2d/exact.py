@@ -119,42 +119,47 @@ class ExactChain:
         grid: Grid2D | None = None,
         y_spacing: float | None = None,
     ) -> None:
-        self.grid = grid or grid_for(mixture)
-        self.rule = rule
-        pts = self.grid.points
-        self.rewards = score(reward, pts.float()).numpy()
+        grid = grid or grid_for(mixture)
+        pts = grid.points
         dens = mixture.log_prob(pts).exp().numpy()
-        self.base = dens / dens.sum()
+        self._start(grid, score(reward, pts.float()).numpy(), dens / dens.sum(), rule, noise_to_signal, y_spacing)
+
+    def _start(
+        self,
+        grid: Grid2D,
+        rewards: np.ndarray,
+        base: np.ndarray,
+        rule: AcceptanceRule,
+        noise_to_signal: float,
+        y_spacing: float | None,
+    ) -> None:
+        self.grid, self.rewards, self.base, self.rule = grid, rewards, base, rule
         self.s = float(noise_to_signal)
         self.blur = SeparableBlur.for_grid(self.grid, self.s, y_spacing)
-        self.gx: np.ndarray | None = None if self.blur is None else self.blur.gx
-        self.gy: np.ndarray | None = None if self.blur is None else self.blur.gy
         if self.blur is not None:
-            self.base_c = self._forward(self.base)
+            self.base_c = self.blur.forward(self.base)
             self.ratio = np.ones_like(self.base_c)
         self.targets: list[np.ndarray] = [self.base]
 
-    def _forward(self, masses: np.ndarray) -> np.ndarray:
-        assert self.blur is not None
-        return self.blur.forward(masses)
-
-    def _backward(self, field: np.ndarray) -> np.ndarray:
-        assert self.blur is not None
-        return self.blur.backward(field)
+    def at_noise(self, noise_to_signal: float, y_spacing: float | None = None) -> ExactChain:
+        """The chain of the same mixture, reward and rule at another cutoff (no rescoring of the grid)."""
+        chain = ExactChain.__new__(ExactChain)
+        chain._start(self.grid, self.rewards, self.base, self.rule, noise_to_signal, y_spacing)
+        return chain
 
     def step(self) -> np.ndarray:
         """Append and return the next round's exact target."""
         current = self.targets[-1]
         a = self.rule.acceptance(quantiles_of(current, self.rewards), self.rewards)
-        if self.gx is None:
+        if self.blur is None:
             nxt = current * a
         else:
-            num = self._forward(self.base * a)
+            num = self.blur.forward(self.base * a)
             den = self.base_c
             h = np.where(den > 1e-300, num / np.maximum(den, 1e-300), float((self.base * a).sum()))
             self.ratio = self.ratio * h
             self.ratio /= self.ratio.max()
-            nxt = self.base * self._backward(self.ratio)
+            nxt = self.base * self.blur.backward(self.ratio)
         total = nxt.sum()
         nxt = current if total <= 0 else nxt / total
         self.targets.append(nxt)

@@ -26,9 +26,9 @@ import pandas as pd
 
 from pgraft.core.acceptance import AcceptanceRule
 from pgraft.core.process import NoiseProcess
-from pgraft.domains.toy2d.exact import ExactChain, Grid2D, SeparableBlur, grid_for, quantiles_of
+from pgraft.domains.toy2d.exact import ExactChain, Grid2D, SeparableBlur, quantiles_of
 from pgraft.domains.toy2d.mixture import GaussianMixture, get_dataset
-from pgraft.rewards import Reward, score
+from pgraft.rewards import Reward
 
 Y_POINTS_PER_STD = 5  # y-grid points per blur std: sums over the Gaussian kernel are then exact to ~1e-9
 
@@ -67,20 +67,16 @@ class ExactCurves:
         rounds: int = 1,
     ) -> None:
         self.mixture, self.reward, self.rule, self.rounds = mixture, reward, rule, rounds
-        self.grid = grid or grid_for(mixture)
-        pts = self.grid.points
-        self.r = score(reward, pts.float()).numpy()
-        dens = mixture.log_prob(pts).exp().numpy()
-        self.p = dens / dens.sum()
+        self.chain = ExactChain(mixture, reward, rule, 0.0, grid)  # GRAFT's; its grid, rewards and base serve all
+        self.grid, self.r, self.p = self.chain.grid, self.chain.rewards, self.chain.base
         self.a = rule.acceptance(quantiles_of(self.p, self.r), self.r)
         self.mean_r = float((self.p * self.r).sum())
         self.var_r = float((self.p * self.r**2).sum() - self.mean_r**2)
-        self.graft = ExactChain(mixture, reward, rule, 0.0, self.grid).target(rounds)
+        self.graft = self.chain.target(rounds)
 
     def target(self, s: float) -> np.ndarray:
         """The perfect-learning P-GRAFT target after `rounds` rounds at ratio `s` (GRAFT's below the grid)."""
-        chain = ExactChain(self.mixture, self.reward, self.rule, s, self.grid, y_spacing=s / Y_POINTS_PER_STD)
-        return chain.target(self.rounds)
+        return self.chain.at_noise(s, y_spacing=s / Y_POINTS_PER_STD).target(self.rounds)
 
     def at(self, s: float) -> dict[str, float]:
         """V, B, R², D and the perfect-learning P-GRAFT target's reward and distance to GRAFT at ratio `s`."""

@@ -55,9 +55,6 @@ class GaussianMixture:
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.component_log_probs(x), dim=-1)
 
-    def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.component_log_probs(x), dim=-1)
-
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         eps = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype)
