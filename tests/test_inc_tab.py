@@ -85,3 +85,16 @@ def test_tab_builds_and_runs_heavy_events_on_the_shared_queue() -> None:
     heavy = [fn for fn in demo.fns.values() if getattr(fn, "concurrency_id", None) == "heavy"]
     assert len(heavy) == 1 and heavy[0].concurrency_limit == 1
     assert heavy[0].fn.__name__ == "run" and heavy[0].api_name == "inc"
+
+
+def test_outputs_live_in_the_session_folder_and_go_with_the_session(tmp_path) -> None:
+    from pathlib import Path
+
+    from pgraft.ui.sessions import SessionStore
+
+    store = SessionStore(tmp_path)
+    files = _finish(IncHandlers("cpu", store).run(*TINY, request=REQUEST))[-1]
+    folder = store.get(REQUEST.session_hash).folder
+    assert files and all(Path(f).is_relative_to(folder) and Path(f).exists() for f in files)
+    store.close(REQUEST.session_hash)
+    assert not folder.exists() and not any(Path(f).exists() for f in files)

@@ -23,16 +23,60 @@ class IncConfig:
     """Every option of `pgraft inc`; a field `foo_bar` is the flag `--foo-bar`."""
 
     model: str = field(
-        default="toy2d-flow", metadata={"help": "a flow model: toy2d-flow, toy2d-flow-exact, digits-flow"}
+        default="toy2d-flow",
+        metadata={
+            "help": "a flow model: toy2d-flow, toy2d-flow-exact, digits-flow",
+            "ui": {"widget": "dropdown", "label": "Flow model"},
+        },
     )
     dataset: str = field(default="ring8", metadata={"help": "toy mixture (toy models only)"})
     train_steps: int | None = field(
-        default=None, metadata={"help": "toy2d-flow only: its training steps (< 3000 under-trains)"}
+        default=None,
+        metadata={
+            "help": "toy2d-flow only: its training steps (< 3000 under-trains)",
+            "ui": {
+                "widget": "number",
+                "label": "Training steps of the toy flow",
+                "precision": 0,
+                "minimum": 1,
+                "info": "3000 is the shipped model; fewer steps give a deliberately under-trained flow.",
+            },
+        },
     )
-    steps: tuple[int, ...] = field(default=(8, 16, 32), metadata={"help": "base sampler step counts K (both lines)"})
-    correction_steps: tuple[int, ...] = field(default=(1, 2, 4), metadata={"help": "Euler steps m of the correction"})
-    invert: int = field(default=2000, metadata={"help": "real samples to invert (train split for digits)"})
-    samples: int = field(default=2000, metadata={"help": "generated samples scored per table row"})
+    steps: tuple[int, ...] = field(
+        default=(8, 16, 32),
+        metadata={
+            "help": "base sampler step counts K (both lines)",
+            "ui": {"widget": "textbox", "label": "Base sampler steps K (both lines)"},
+        },
+    )
+    correction_steps: tuple[int, ...] = field(
+        default=(1, 2, 4),
+        metadata={
+            "help": "Euler steps m of the correction",
+            "ui": {"widget": "textbox", "label": "Correction steps m"},
+        },
+    )
+    invert: int = field(
+        default=2000,
+        metadata={
+            "help": "real samples to invert (train split for digits)",
+            "ui": {"widget": "slider", "label": "Real samples to invert", "minimum": 100, "maximum": 4000, "step": 100},
+        },
+    )
+    samples: int = field(
+        default=2000,
+        metadata={
+            "help": "generated samples scored per table row",
+            "ui": {
+                "widget": "slider",
+                "label": "Samples scored per sampler",
+                "minimum": 200,
+                "maximum": 8000,
+                "step": 100,
+            },
+        },
+    )
     preview: int = field(
         default=256, metadata={"help": "samples drawn from fixed seeds for the base-vs-corrected view"}
     )
@@ -46,11 +90,30 @@ class IncConfig:
         default="drop", metadata={"help": "samples whose inversion does not contract: drop | raise"}
     )
     correction_hidden: int = field(default=64, metadata={"help": "width of the correction MLP"})
-    correction_train_steps: int = field(default=1000, metadata={"help": "training steps of each correction flow"})
+    correction_train_steps: int = field(
+        default=1000,
+        metadata={
+            "help": "training steps of each correction flow",
+            "ui": {
+                "widget": "slider",
+                "label": "Correction training steps",
+                "minimum": 50,
+                "maximum": 4000,
+                "step": 50,
+                "value": 600,
+            },
+        },
+    )
     correction_batch_size: int = field(default=512, metadata={"help": "batch size of correction training"})
     correction_lr: float = field(default=1e-2, metadata={"help": "peak learning rate of correction training"})
     correction_path: str = field(default="trig", metadata={"help": "interpolant of the correction: trig | linear"})
-    seed: int = field(default=0, metadata={"help": "seed of data, noises and training"})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "seed of data, noises and training",
+            "ui": {"widget": "number", "label": "Seed", "precision": 0},
+        },
+    )
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:N or auto"})
 
     def __post_init__(self) -> None:

@@ -167,7 +167,7 @@ def run_study(
         )  # fmt: skip
     except ValueError as exc:
         raise gr.Error(str(exc), title="Cannot start") from None
-    store = sessions or _DIRECT
+    store = _DIRECT if sessions is None else sessions
     key = getattr(request, "session_hash", None)
     try:
         session, job = store.start(key, TAB)
@@ -218,7 +218,7 @@ def _event_status(
 
 
 def stop_study(request: gr.Request | None = None, sessions: SessionStore | None = None) -> str:
-    if not (sessions or _DIRECT).request_stop(getattr(request, "session_hash", None), TAB):
+    if not (_DIRECT if sessions is None else sessions).request_stop(getattr(request, "session_hash", None), TAB):
         return "Nothing is running."
     return "Stopping at the next step; finished cutoffs are kept…"
 
@@ -262,7 +262,7 @@ def build_tab(ctx: TabContext) -> None:
     inputs = [ctx.rounds_model, ctx.rounds_reward, *(c[k] for k in names)]
     inputs += [c[k] for k in ("sweep", "samples", "rounds", "finetune_steps", "max_loss")] + [ctx.rounds_cutoff]
 
-    sessions = ctx.sessions or _DIRECT
+    sessions = _DIRECT if ctx.sessions is None else ctx.sessions
 
     def body(values: dict[str, Any], request: gr.Request, progress: Any) -> Any:
         return run_study(**values, device=ctx.device, request=request, progress=progress, sessions=sessions)

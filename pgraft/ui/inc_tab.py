@@ -20,6 +20,7 @@ from pgraft.inc.report import diagnostics_table, figures, write_outputs
 from pgraft.inc.run import IncResult, run_inc_iter
 from pgraft.registry import DOMAINS, MODELS
 from pgraft.ui.context import TabContext
+from pgraft.ui.forms import control
 from pgraft.ui.sessions import Busy, SessionStore
 
 TAB = "inc"
@@ -111,7 +112,7 @@ class IncHandlers:
 
     def __init__(self, device: str, sessions: SessionStore | None = None) -> None:
         self.device = device
-        self.sessions = sessions or SessionStore()
+        self.sessions = SessionStore() if sessions is None else sessions
 
     def run(
         self, model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float,
@@ -204,18 +205,17 @@ def build_tab(ctx: TabContext) -> None:
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=3, min_width=320):
-            model = gr.Dropdown(choices, value=first, label="Flow model")
-            train_steps = gr.Number(
-                d["train_steps"], precision=0, minimum=1, label="Training steps of the toy flow",
-                info="3000 is the shipped model; fewer steps give a deliberately under-trained flow.",
-            )  # fmt: skip
-            steps = gr.Textbox(d["steps"], label="Base sampler steps K (both lines)")
-            correction_steps = gr.Textbox(d["correction_steps"], label="Correction steps m")
+            model = control("model", IncConfig, choices=choices, value=first)
+            train_steps = control(
+                "train_steps", IncConfig, value=d["train_steps"], visible=bool(first and _trains(first))
+            )
+            steps = control("steps", IncConfig, value=d["steps"])
+            correction_steps = control("correction_steps", IncConfig, value=d["correction_steps"])
             with gr.Accordion("Data and training", open=False):
-                invert = gr.Slider(100, 4000, value=d["invert"], step=100, label="Real samples to invert")
-                samples = gr.Slider(200, 8000, value=2000, step=100, label="Samples scored per sampler")
-                correction_train = gr.Slider(50, 4000, value=600, step=50, label="Correction training steps")
-                seed = gr.Number(0, precision=0, label="Seed")
+                invert = control("invert", IncConfig, value=d["invert"])
+                samples = control("samples", IncConfig)
+                correction_train = control("correction_train_steps", IncConfig)
+                seed = control("seed", IncConfig)
             with gr.Row():
                 run = gr.Button("Run", variant="primary", elem_id="inc-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="inc-stop")
@@ -244,8 +244,8 @@ def build_tab(ctx: TabContext) -> None:
         concurrency_limit=ctx.heavy_concurrency_limit,
     )
     stop.click(handlers.stop, None, status, api_name="inc_stop", concurrency_limit=None)
-    for control in (view_k, view_m):
-        control.change(
+    for chooser in (view_k, view_m):
+        chooser.change(
             handlers.view, [state, view_k, view_m], view_outputs, api_visibility="undocumented", concurrency_limit=None
         )
     model.change(
