@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,6 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 LOOPBACK_NAMES = ("localhost",)
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def is_loopback(host: str) -> bool:
@@ -39,10 +41,20 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1 to 65535)")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="The pgraft app: GRAFT and P-GRAFT rounds in the browser.")
     parser.add_argument("--host", default=os.environ.get("PGRAFT_HOST", "127.0.0.1"), help="address to bind")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PGRAFT_PORT", "7860")), help="port")
+    parser.add_argument("--port", type=port, default=os.environ.get("PGRAFT_PORT", "7860"), help="port (1 to 65535)")
     parser.add_argument(
         "--auth",
         default=os.environ.get("PGRAFT_AUTH"),
@@ -55,8 +67,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(os.environ.get("PGRAFT_THREADS", "0")),
         help="torch CPU threads (default: all cores but one, so the page stays responsive while a round runs)",
     )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="a per-request budget, e.g. --limit samples=20000 (repeatable; see pgraft/ui/limits.py for the names)",
+    )
     args = parser.parse_args(argv)
     args.auth = parse_auth(args.auth)
+    from pgraft.ui.limits import Limits
+
+    try:
+        args.limits = Limits.parse(args.limit)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not DEVICE.fullmatch(args.device):
+        parser.error(f"--device: {args.device!r} is invalid; use auto, cpu, cuda, cuda:N or mps")
     if not is_loopback(args.host) and args.auth is None:
         parser.error(
             f"--host {args.host} exposes the app beyond this machine; "
@@ -74,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from pgraft.ui.app import build_demo, launch
 
     try:
-        demo = build_demo(device=args.device)
+        demo = build_demo(device=args.device, limits=args.limits)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
+import os
 import re
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,10 +75,35 @@ def build_reward(
         raise ValueError(
             f"--reward-arg: {sorted(unknown)} not accepted by reward {name!r}; it takes {sorted(spec.params) or 'none'}"
         )
-    params = {k: type(v)(args[k]) if k in args and v is not None else args.get(k, v) for k, v in spec.params.items()}
+    params = {k: _typed(name, k, args[k], v) if k in args else v for k, v in spec.params.items()}
     fn = spec.factory(context or {}, **params)
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
     return Reward(f"{name}({shown})" if shown else name, domain, fn, spec.description, spec.takes_prompts)
+
+
+def _typed(reward: str, key: str, value: Any, default: Any) -> Any:
+    """A reward argument converted to its declared default's type (`ValueError` naming `--reward-arg`)."""
+    if default is None:
+        return value
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in ("true", "false"):
+                return str(value).strip().lower() == "true"
+            raise ValueError
+        if kind is int and isinstance(value, float | bool):
+            raise ValueError
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"--reward-arg {key}: {value!r} is invalid for reward {reward!r}; give {kind.__name__} "
+            f"(its default is {default!r})"
+        ) from None
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ValueError(f"--reward-arg {key}: {value!r} is invalid for reward {reward!r}; give a finite number")
+    return converted
 
 
 def import_reward(target: str, view: SampleView) -> Reward:
@@ -83,9 +112,14 @@ def import_reward(target: str, view: SampleView) -> Reward:
     if not USER_REWARD.match(target):
         raise ValueError(f"reward: {target!r} is not of the form module:function")
     module_name, func_name = target.split(":")
+    # The working directory is searched last, and only now that a user reward is asked for: a `yaml.py` there
+    # never shadows an installed module.
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.append(here)
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ValueError(f"reward: cannot import module {module_name!r} for {target!r}: {exc}") from exc
     fn = getattr(module, func_name, None)
     if not callable(fn):
@@ -101,11 +135,25 @@ def import_reward(target: str, view: SampleView) -> Reward:
     return Reward(target, "user", fn, f"user reward {target}", takes_prompts=n_params >= 2)
 
 
-def score(reward: Reward, x: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
-    """Call `reward` and check what it returns: one finite value per sample, as float64 on the CPU."""
+def score(
+    reward: Reward, x: torch.Tensor, prompts: list[str] | None = None, timeout: float | None = None
+) -> torch.Tensor:
+    """Call `reward` and check what it returns: one finite real value per sample, as float64 on the CPU.
+
+    The reward gets a copy of the samples, so one that writes into its input cannot change what the run
+    stores. Whatever goes wrong (an exception, `sys.exit`, a wrong shape or type, complex or non-finite
+    values, a tensor without data, more than `timeout` seconds) becomes a `RewardError` naming the reward; a
+    Ctrl-C while it runs says which reward was running.
+    """
+    x = x.detach().clone()
     try:
-        with torch.inference_mode():
-            out = reward(x, prompts)
+        out = _call(reward, x, prompts, timeout)
+    except RewardError:
+        raise
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"while reward {reward.name!r} ran") from None
+    except SystemExit as exc:
+        raise RewardError(f"reward {reward.name!r} called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise RewardError(f"reward {reward.name!r} raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(out, torch.Tensor):
@@ -117,7 +165,16 @@ def score(reward: Reward, x: torch.Tensor, prompts: list[str] | None = None) -> 
         raise RewardError(
             f"reward {reward.name!r} returned shape {tuple(out.shape)}; expected ({len(x)},), one value per sample"
         )
-    out = out.detach().to("cpu", torch.float64)
+    if out.is_complex():
+        raise RewardError(f"reward {reward.name!r} returned complex values; a reward is one real number per sample")
+    if out.dtype == torch.bool:
+        out = out.to(torch.float64)
+    try:
+        out = out.detach().to("cpu", torch.float64)
+    except Exception as exc:  # e.g. a tensor on the meta device holds no values
+        raise RewardError(
+            f"reward {reward.name!r} returned a tensor whose values cannot be read ({out.device}): {exc}"
+        ) from None
     bad = ~torch.isfinite(out)
     if bad.any():
         raise RewardError(
@@ -125,3 +182,29 @@ def score(reward: Reward, x: torch.Tensor, prompts: list[str] | None = None) -> 
             f"first at sample {int(bad.nonzero()[0])}"
         )
     return out
+
+
+def _call(reward: Reward, x: torch.Tensor, prompts: list[str] | None, timeout: float | None) -> Any:
+    """The reward's output; with a timeout it runs in a daemon thread that is abandoned if it overruns."""
+    if timeout is None:
+        with torch.inference_mode():
+            return reward(x, prompts)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                box["out"] = reward(x, prompts)
+        except BaseException as exc:  # handed back to the caller's thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"pgraft-reward-{reward.name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise RewardError(
+            f"reward {reward.name!r} did not return within {timeout:g} s (--reward-timeout); the run stops here"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box.get("out")

@@ -83,7 +83,7 @@ def test_stop_ends_the_run_and_keeps_finished_rounds(app):
     assert final[0].startswith("**Stopped**")
     rounds = _table(final[5])["round"]
     assert rounds[0] == 0 and len(rounds) < 7
-    session = app.pgraft_sessions.get(client.session_hash)
+    session = app.pgraft_sessions.get(client)
     on_disk = sorted(p.name for p in (session.run_dir / "rounds").iterdir())
     assert on_disk == [f"round_{r:03d}" for r in rounds]  # every finished round, and nothing partial
 
@@ -103,7 +103,7 @@ def test_two_clients_get_independent_runs(app):
     assert "reward: x" in results["x"][8] and "reward: y" in results["y"][8]
     x_table, y_table = _table(results["x"][5]), _table(results["y"][5])
     assert x_table["reward_mean"] != y_table["reward_mean"]
-    folders = {app.pgraft_sessions.get(c.session_hash).run_dir for c in clients}
+    folders = {app.pgraft_sessions.get(c).run_dir for c in clients}
     assert len(folders) == 2
     for folder in folders:
         assert (folder / "metrics.csv").exists()
@@ -132,7 +132,7 @@ def test_a_failing_reward_is_named_and_finished_rounds_stay(app):
     last = job.outputs()[-1]
     assert "the reward failed" in last[0]
     assert _table(last[5])["round"] == [0]
-    session = app.pgraft_sessions.get(client.session_hash)
+    session = app.pgraft_sessions.get(client)
     assert sorted(p.name for p in (session.run_dir / "rounds").iterdir()) == ["round_000"]
 
 
@@ -167,3 +167,38 @@ def test_a_digits_round_streams_and_the_reward_rises(app):
     assert table["class_entropy"][1] < table["class_entropy"][0]  # and fewer other digits
     last_round = next(out for out in reversed(streamed) if "Round 1 of 1 done" in out[0])
     assert last_round[3]["type"] == "plotly"  # the image grids
+
+
+def test_another_clients_session_hash_neither_stops_its_run_nor_reads_its_files(app):
+    """The session is the server's cookie with the hash: a client that presents another's hash without its
+    cookie reaches another, empty session, and no session file is served by its path."""
+    from types import SimpleNamespace
+
+    import httpx
+
+    from pgraft.ui.sessions import COOKIE, ROUNDS
+
+    owner, other = _client(app), _client(app)
+    assert owner.cookies.get(COOKIE) and other.cookies.get(COOKIE) and owner.cookies[COOKIE] != other.cookies[COOKIE]
+    final = owner.predict(**FAST, api_name="/run")
+    folder = app.pgraft_sessions.get(owner).run_dir
+    assert (folder / "metrics.csv").exists() and owner.session_hash not in str(folder)
+    for path in (folder / "metrics.csv", folder / "config.yaml", folder.parent / "pgraft-run.zip"):
+        response = httpx.get(f"{app.local_url}gradio_api/file={path}", cookies=owner.cookies)
+        assert response.status_code in (403, 404), (path, response.status_code)
+    served = final[6]["value"]  # the owner's download is a copy in Gradio's cache, under its content hash
+    assert served.endswith("metrics.csv") and not served.startswith(str(app.pgraft_sessions.root))
+    # Stop from the owner's hash with another cookie (or none) reaches another session.
+    store = app.pgraft_sessions
+    session, _ = store.start(owner, ROUNDS)
+    try:
+        intruders = (
+            SimpleNamespace(session_hash=owner.session_hash, cookies=other.cookies),
+            SimpleNamespace(session_hash=owner.session_hash, cookies={}),
+        )
+        for intruder in intruders:
+            assert not store.request_stop(intruder, ROUNDS)
+            assert store.get(intruder).folder != session.folder
+        assert not session.stop.is_set() and store.request_stop(owner, ROUNDS)
+    finally:
+        store.finish(session, ROUNDS)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pgraft.cli.main import build_parser
+from pgraft.cli.commands import build_parser
 from pgraft.cli.run import config_from_args
 from pgraft.core.acceptance import BestOfN, Quantile, Threshold
 from pgraft.core.process import VPProcess

@@ -102,7 +102,7 @@ CLI = [
 
 
 def test_cli_writes_curves_sweep_and_a_standalone_plot(tmp_path, capsys):
-    from pgraft.cli.main import main
+    from pgraft.cli import main
 
     args = [*CLI, "--num-inference-steps", "20", "--sweep", "--samples", "128", "--preview", "0"]
     args += ["--rounds", "1", "--finetune-steps", "5", "--batch-size", "64", "--out", str(tmp_path)]
@@ -122,7 +122,7 @@ def test_cli_writes_curves_sweep_and_a_standalone_plot(tmp_path, capsys):
     [(["--states", "1"], "--states"), (["--continuations", "1"], "--continuations"), (["--eta", "0.0"], "--eta")],
 )
 def test_cli_validation_names_the_flag(tmp_path, capsys, extra, flag):
-    from pgraft.cli.main import main
+    from pgraft.cli import main
 
     args = [*CLI, "--out", str(tmp_path), *extra]
     if flag == "--eta":

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pgraft.cli.main import main
+from pgraft.cli import main
 
 FAST = [
     "--samples",

@@ -121,7 +121,7 @@ def test_shipped_weights_carry_their_config_and_card(name):
 
 
 def test_pretrain_end_to_end_on_a_tiny_model(tmp_path):
-    from pgraft.cli.main import main
+    from pgraft.cli import main
 
     out = tmp_path / "tiny.safetensors"
     argv = ["pretrain", "digits-prompted", "--size", "tiny", "--steps", "30", "--eval-samples", "20"]

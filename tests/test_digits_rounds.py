@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pgraft.cli.main import main
+from pgraft.cli import main
 from pgraft.graft.config import RunConfig
 from pgraft.graft.runner import RoundRunner, build_setup, run_to_end
 

@@ -305,7 +305,7 @@ def test_inversion_settings_default_by_domain_unless_given() -> None:
 
 
 def test_command_line_writes_the_outputs(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from pgraft.cli.main import main
+    from pgraft.cli import main
 
     args = ["inc", "--steps", "16", "--correction-steps", "1", "--invert", "100", "--samples", "100"]
     args += ["--preview", "8", "--correction-train-steps", "20", "--quiet", "--out", str(tmp_path / "run")]

@@ -94,7 +94,7 @@ def test_outputs_live_in_the_session_folder_and_go_with_the_session(tmp_path) ->
 
     store = SessionStore(tmp_path)
     files = _finish(IncHandlers("cpu", store).run(*TINY, request=REQUEST))[-1]
-    folder = store.get(REQUEST.session_hash).folder
+    folder = store.get(REQUEST).folder
     assert files and all(Path(f).is_relative_to(folder) and Path(f).exists() for f in files)
-    store.close(REQUEST.session_hash)
+    store.close(REQUEST)
     assert not folder.exists() and not any(Path(f).exists() for f in files)

@@ -196,7 +196,7 @@ def line_domain():
 
 
 def test_a_domain_registered_from_outside_runs_through_the_cli(line_domain, tmp_path, capsys):
-    from pgraft.cli.main import main
+    from pgraft.cli import main
 
     out = tmp_path / "run"
     assert main(["run", "--model", "line1d", "--out", str(out), "--quiet"]) == 0
@@ -226,16 +226,17 @@ def test_a_domain_registered_from_outside_runs_through_the_app_handlers(line_dom
         cutoff=0.4, rule="best-of-n", threshold=None, quantile=None, n=4, k=None, beta=None, seed=0,
         anchoring="intermediate", **values,
     )  # fmt: skip
-    outputs = list(handlers.run(controls, SimpleNamespace(session_hash="line"), lambda *a, **k: None))
+    request = SimpleNamespace(session_hash="line", cookies={})
+    outputs = list(handlers.run(controls, request, lambda *a, **k: None))
     status, table = outputs[-1][0], outputs[-1][5]
     assert "Finished 2 rounds" in status
     assert list(table["round"]) == [0, 1] and not math.isnan(table["reward_mean"][1])
     assert table["reward_mean"][1] > table["reward_mean"][0]
-    assert (tmp_path / "line" / "run" / "rounds" / "round_001").is_dir()
+    assert (handlers.sessions.get(request).run_dir / "rounds" / "round_001").is_dir()
 
 
 def test_every_command_runs_on_its_domains_defaults(tmp_path, capsys):
-    from pgraft.cli.main import main
+    from pgraft.cli import main
 
     out = tmp_path / "bv"
     code = main(["bias-variance", "--model", "toy2d-exact", "--reward", "x", "--states", "16", "--continuations", "2",

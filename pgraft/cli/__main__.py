@@ -1,5 +1,5 @@
 """`python -m pgraft.cli ...` is the `pgraft` command."""
 
-from pgraft.cli.main import main
+from pgraft.cli import main
 
 raise SystemExit(main())

@@ -59,8 +59,8 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--config: {str(args.config)!r} does not exist")
         values = RunConfig.read_yaml(args.config)
     given = values_of(args, RunConfig)
-    if "reward_args" in given:
-        given["reward_args"] = {**(values.get("reward_args") or {}), **given["reward_args"]}
+    if "reward_args" in given and isinstance(values.get("reward_args"), dict):
+        given["reward_args"] = {**values["reward_args"], **given["reward_args"]}
     values.update(given)
     return values
 

@@ -97,6 +97,38 @@ class AcceptanceRule(ABC):
         """`select` on each row of `(G, n)` rewards (equal-size groups); rules override it with one batched op."""
         return torch.stack([self.select(row, generator) for row in rewards])
 
+    def level_acceptance(
+        self, u_lo: np.ndarray, u_hi: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray, points: int = 64
+    ) -> np.ndarray:
+        """Mean `a` over levels of a discretised reward law: level `j` holds the quantiles `[u_lo, u_hi]` and
+        the rewards `[r_lo, r_hi]`, spread evenly (a grid cell whose reward varies within it). Exact
+        references use it so that the level a rule's boundary falls in is accepted in part, not wholly or
+        not at all. This default averages `acceptance` at `points` midpoints; rules override it in closed form.
+        """
+        return self._level_mean(u_lo, u_hi, r_lo, r_hi, points, lambda a: a)
+
+    def level_a_log_a(
+        self, u_lo: np.ndarray, u_hi: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray, points: int = 64
+    ) -> np.ndarray:
+        """Mean of `a log a` over each level (as `level_acceptance`): what `KL(accepted ‖ p̄)` needs. A rule
+        whose `a` is 0 or 1 has 0 here, whatever part of a level it accepts."""
+        return self._level_mean(u_lo, u_hi, r_lo, r_hi, points, _a_log_a)
+
+    def _level_mean(
+        self,
+        u_lo: np.ndarray,
+        u_hi: np.ndarray,
+        r_lo: np.ndarray,
+        r_hi: np.ndarray,
+        points: int,
+        fn: Callable[[np.ndarray], np.ndarray],
+    ) -> np.ndarray:
+        s = (np.arange(points) + 0.5) / points
+        u = np.asarray(u_lo)[:, None] + np.subtract(u_hi, u_lo)[:, None] * s[None]
+        r = np.asarray(r_lo)[:, None] + np.subtract(r_hi, r_lo)[:, None] * s[None]
+        a = np.asarray(self.acceptance(u.ravel(), r.ravel()), dtype=float).reshape(u.shape)
+        return np.asarray(fn(a)).mean(1)
+
     def kl_exact(self) -> float | None:
         """Closed-form `KL(accepted ‖ p̄)` for a continuous reward, where it does not depend on the reward law."""
         return None
@@ -127,6 +159,21 @@ class Threshold(AcceptanceRule):
     def acceptance(self, u: np.ndarray, r: np.ndarray) -> np.ndarray:
         return (r >= self.threshold).astype(float)
 
+    def level_acceptance(
+        self, u_lo: np.ndarray, u_hi: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray, points: int = 64
+    ) -> np.ndarray:
+        """The part of each level's reward interval at or above τ."""
+        r_lo, r_hi = np.asarray(r_lo, dtype=float), np.asarray(r_hi, dtype=float)
+        width = r_hi - r_lo
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part = np.clip((r_hi - self.threshold) / width, 0.0, 1.0)
+        return np.where(width > 0, part, (r_lo >= self.threshold).astype(float))
+
+    def level_a_log_a(
+        self, u_lo: np.ndarray, u_hi: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray, points: int = 64
+    ) -> np.ndarray:
+        return np.zeros(np.shape(u_lo))
+
     def describe(self) -> str:
         return f"threshold r ≥ {self.threshold:g}"
 
@@ -149,6 +196,21 @@ class Quantile(AcceptanceRule):
 
     def acceptance(self, u: np.ndarray, r: np.ndarray) -> np.ndarray:
         return (u >= self.quantile).astype(float)
+
+    def level_acceptance(
+        self, u_lo: np.ndarray, u_hi: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray, points: int = 64
+    ) -> np.ndarray:
+        """The part of each level's quantile interval at or above q (ties at the boundary are cut there)."""
+        u_lo, u_hi = np.asarray(u_lo, dtype=float), np.asarray(u_hi, dtype=float)
+        width = u_hi - u_lo
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part = np.clip((u_hi - self.quantile) / width, 0.0, 1.0)
+        return np.where(width > 0, part, (u_lo >= self.quantile).astype(float))
+
+    def level_a_log_a(
+        self, u_lo: np.ndarray, u_hi: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray, points: int = 64
+    ) -> np.ndarray:
+        return np.zeros(np.shape(u_lo))
 
     def kl_exact(self) -> float:
         return -math.log(1 - self.quantile)
@@ -183,6 +245,16 @@ class BestOfN(AcceptanceRule):
 
     def acceptance(self, u: np.ndarray, r: np.ndarray) -> np.ndarray:
         return u ** (self.n - 1)
+
+    def level_acceptance(
+        self, u_lo: np.ndarray, u_hi: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray, points: int = 64
+    ) -> np.ndarray:
+        """`∫ u^(n−1) du / (u_hi − u_lo) = (u_hi^n − u_lo^n) / (n (u_hi − u_lo))` over each level."""
+        u_lo, u_hi = np.asarray(u_lo, dtype=float), np.asarray(u_hi, dtype=float)
+        width = u_hi - u_lo
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = (u_hi**self.n - u_lo**self.n) / (self.n * width)
+        return np.where(width > 0, mean, u_lo ** (self.n - 1))
 
     def kl_exact(self) -> float:
         return math.log(self.n) - (self.n - 1) / self.n
@@ -291,6 +363,11 @@ class Soft(AcceptanceRule):
 
     def describe(self) -> str:
         return f"soft, β = {self.beta:g}"
+
+
+def _a_log_a(a: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0)
 
 
 def implied_kl(rule: AcceptanceRule, u: np.ndarray, r: np.ndarray) -> float:

@@ -12,12 +12,16 @@ them the same way:
 
 Cancellation is one mechanism: a producer passes `should_stop` to `relay`, which forwards a sub-generator's
 events and raises `Stopped` after the first event at which `should_stop()` is true; the producer catches it
-and yields its `Cancelled`, keeping what was complete.
+and yields its `Cancelled`, keeping what was complete. A long loop that yields no events (training a model
+on first use, an exact reference on many points) calls `checkpoint()`, which raises `Stopped` when the
+flag of the enclosing `stoppable(should_stop)` block is set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -76,6 +80,27 @@ class Stopped(Exception):
 
 def never() -> bool:
     return False
+
+
+_STOP: ContextVar[Callable[[], bool] | None] = ContextVar("pgraft_should_stop", default=None)
+
+
+@contextmanager
+def stoppable(should_stop: Callable[[], bool] | None) -> Iterator[None]:
+    """Within the block, `checkpoint()` raises `Stopped` once `should_stop()` is true (no yield inside: a
+    generator must not hold the block open across a `yield`)."""
+    token = _STOP.set(should_stop)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
+def checkpoint() -> None:
+    """Raise `Stopped` when the enclosing `stoppable` block's flag is set (a no-op outside one)."""
+    stop = _STOP.get()
+    if stop is not None and stop():
+        raise Stopped
 
 
 def relay(

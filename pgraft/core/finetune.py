@@ -26,6 +26,7 @@ is exact (tower property on the chain `X_0 – X_c – X_t`), which the tests ch
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,8 @@ def finetune_iter(
     seed: int,
     grad_clip: float = 1.0,
 ) -> Generator[Progress, None, list[float]]:
-    """Train `model` (a trainable copy) in place on `data`; yields after each step, returns the losses.
+    """Train `model` (a trainable copy) in place on `data`; yields after each step, returns the losses of the
+    last tenth of the steps (their mean is the round's `finetune_loss`; a long run keeps no more).
 
     Minibatches, timesteps and noise come from one generator seeded with `seed`, so a fine-tuning run is
     reproducible on its own (resuming a run repeats it exactly).
@@ -95,7 +97,7 @@ def finetune_iter(
     params = model.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     process = model.process
-    losses: list[float] = []
+    losses: deque[float] = deque(maxlen=max(1, steps // 10))
     model.train_mode(True)
     for step in range(steps):
         idx = torch.randint(0, len(data.x), (batch_size,), generator=gen)
@@ -115,4 +117,4 @@ def finetune_iter(
         losses.append(float(loss.detach()))
         yield Progress("fine-tuning", step + 1, steps, loss=losses[-1])
     model.train_mode(False)
-    return losses
+    return list(losses)

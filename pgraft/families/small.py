@@ -87,14 +87,17 @@ class DiffusionModel:
         self.network.to(device)
         return self
 
-    def trainable_copy(self) -> DiffusionModel:
+    def trainable_copy(self, seed: int = 0) -> DiffusionModel:
         """An independent copy whose parameters train; the base stays frozen and untouched.
 
         A network may define `trainable_copy()` itself (the exact mixture model adds a zero-initialised
-        residual, so the copy starts equal to the base).
+        residual, so the copy starts equal to the base); whatever it initialises draws from the global RNG
+        seeded with `seed` (and the RNG is restored after), so a run is reproducible from its own seed.
         """
         make = getattr(self.network, "trainable_copy", None)
-        network = make() if callable(make) else copy.deepcopy(self.network)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            network = make() if callable(make) else copy.deepcopy(self.network)
         network.requires_grad_(True)
         network.train()
         return DiffusionModel(

@@ -28,7 +28,8 @@ from pgraft.core.events import Cancelled, Finished, Notice, Progress, Stopped, r
 from pgraft.core.finetune import FinetuneData, finetune_iter
 from pgraft.core.sampling import Trajectory, sample_iter, sample_seeds
 from pgraft.families.base import DiffusionAdapter, cat_rows
-from pgraft.graft.config import RunConfig
+from pgraft.graft.budget import check_disk
+from pgraft.graft.config import RunConfig, ignored_options
 from pgraft.graft.setup import RunSetup, build_setup
 from pgraft.graft.storage import RunStore
 from pgraft.rewards import score
@@ -81,6 +82,8 @@ class RoundRunner:
     ) -> None:
         self.config = config
         self.setup = setup or build_setup(config, allow_import=allow_import)
+        if out is not None:
+            check_disk(config, self.setup.base, out)
         self.store = RunStore(out, mode) if out is not None else None
         self.should_stop = should_stop or (lambda: False)
 
@@ -117,10 +120,9 @@ class RoundRunner:
     ) -> Generator[Event, None, tuple[DiffusionAdapter, float]]:
         """Fine-tune a copy of the current model; returns it and its mean loss over the last tenth of the steps."""
         cfg = self.config
-        model = (current or self.setup.base).trainable_copy()
+        model = (current or self.setup.base).trainable_copy(seed=cfg.seed * 7919 + r)
         gen = finetune_iter(model, data, cfg.finetune_steps, cfg.batch_size, cfg.lr, seed=cfg.seed * 7919 + r)
-        losses = yield from relay(gen, self.should_stop, round=r)
-        tail = losses[-max(1, len(losses) // 10) :]
+        tail = yield from relay(gen, self.should_stop, round=r)  # the last tenth of the steps' losses
         return model.frozen(), sum(tail) / len(tail)
 
     def _training_data(self, result: RoundResult) -> FinetuneData:
@@ -144,9 +146,11 @@ class RoundRunner:
                 previous = self._load_round(start - 1)
                 weights = self.store.round_dir(start - 1) / "model.safetensors"
                 if weights.exists():  # absent while no round has accepted anything: the base is current
-                    current = self.setup.base.trainable_copy()
+                    current = self.setup.base.trainable_copy(seed=cfg.seed * 7919 + start - 1)
                     current.load_weights(weights)
                     current.frozen()
+        for note in ignored_options(cfg):
+            yield Notice(note)
         try:
             for r in range(start, cfg.rounds + 1):
                 timings: dict[str, float] = {}
@@ -158,6 +162,9 @@ class RoundRunner:
                         data = self._training_data(previous)
                         current, loss = yield from self._finetune(r, current, data)
                         timings["time_finetune"] = time.perf_counter() - t0
+                    elif cfg.finetune_steps == 0:
+                        if r == 1:
+                            yield Notice("fine-tuning is off (--finetune-steps 0): every round samples the base", r)
                     else:
                         yield Notice(
                             f"round {r}: no sample was accepted in round {r - 1}; the model is left unchanged", r
@@ -166,6 +173,12 @@ class RoundRunner:
                 traj, n = yield from self._draw(r, current)
                 timings["time_sampling"] = time.perf_counter() - t0
                 result = self._score_and_accept(r, traj, n, timings, loss)
+                if len(result.rewards) > 1 and bool((result.rewards == result.rewards[0]).all()):
+                    yield Notice(
+                        f"round {r}: every candidate got the same reward ({float(result.rewards[0]):.6g}); the rule "
+                        "cannot tell them apart, so what it accepts is arbitrary",
+                        r,
+                    )
                 if not result.accepted.any():
                     yield Notice(f"round {r}: no sample was accepted ({self.setup.rule.describe()})", r)
                 if self.store is not None:
@@ -193,7 +206,7 @@ class RoundRunner:
         # Rewards and metrics see what the family decodes (pixels of a latent pipeline; the samples themselves
         # for the small models); the run stores the samples.
         decoded = self.setup.base.decode(traj.samples)
-        rewards_all = score(self.setup.reward, decoded, self._prompts_of(all_groups))
+        rewards_all = score(self.setup.reward, decoded, self._prompts_of(all_groups), cfg.reward_timeout)
         timings["time_scoring"] = time.perf_counter() - t0
         samples, rewards = traj.samples[:n], rewards_all[:n]
         t0 = time.perf_counter()

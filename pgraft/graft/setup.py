@@ -13,8 +13,9 @@ import torch
 
 from pgraft.core.acceptance import AcceptanceRule, make_rule
 from pgraft.core.devices import resolve_device
-from pgraft.core.sampling import snap_cutoff
+from pgraft.core.sampling import inference_timesteps, snap_cutoff
 from pgraft.domains.base import Evaluator, NoEvaluator
+from pgraft.graft.budget import check_memory
 from pgraft.graft.config import RunConfig
 from pgraft.registry import domain_of, get_model_spec, load_model, make_reward, reward_context
 from pgraft.rewards import Reward
@@ -55,6 +56,14 @@ def build_setup(config: RunConfig, allow_import: bool = False, base: Any | None 
                 f"--cutoff: {config.cutoff} leaves no sampling step above it on a "
                 f"{config.num_inference_steps}-step grid; lower it"
             )
+        if cut_ts is None:
+            lowest = inference_timesteps(base.process, config.num_inference_steps)[-1]
+            raise ValueError(
+                f"--cutoff: {config.cutoff:g} lies below the last sampling step (t = "
+                f"{base.process.fraction(float(lowest)):.4g} on the {config.num_inference_steps}-step grid), so "
+                "P-GRAFT would run as GRAFT; raise it, or use --method graft"
+            )
+    check_memory(config, base, device)
     evaluator = make_evaluator(base, reward, make_rule_for(config, None), cut_ts, config, list(config.prompts))
     rule = make_rule_for(config, evaluator.dedup_key(config.dedup_resolution))
     cond = None

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from pgraft.core.devices import resolve_device
-from pgraft.core.events import Notice, Progress, Stopped, drain, never, relay
+from pgraft.core.events import Notice, Progress, Stopped, drain, never, relay, stoppable
 from pgraft.core.sampling import sample_seeds
 from pgraft.families.base import DiffusionAdapter
 from pgraft.inc.config import IncConfig
@@ -103,7 +103,15 @@ def run_inc_iter(
 ) -> Generator[IncEvent, None, IncResult]:
     """The whole run of the module docstring, as a generator of events returning the `IncResult` (with
     `cancelled` set when `should_stop()` turned true; what finished is kept)."""
-    model = model or load_flow_model(config)
+    if model is None:
+        try:
+            with stoppable(should_stop):  # a flow trained on first use checks the flag at every step
+                model = load_flow_model(config)
+        except Stopped:
+            from pgraft.registry import get_model_spec
+
+            domain = get_model_spec(config.model).domain
+            return IncResult(config, config.model, domain, "", True, {}, cancelled=True)
     quality = make_quality(model, config.seed)
     result = IncResult(
         config,

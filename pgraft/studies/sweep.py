@@ -44,8 +44,11 @@ class SweepSpec:
         if not self.cutoffs:
             raise ValueError("--cutoffs: give at least one cutoff in (0, 1)")
         for c in self.cutoffs:
-            if not 0.0 < float(c) < 1.0:
+            if not isinstance(c, int | float) or isinstance(c, bool) or not 0.0 < float(c) < 1.0:
                 raise ValueError(f"--cutoffs: {c!r} is invalid; every cutoff must lie strictly between 0 and 1")
+        repeated = sorted({float(c) for c in self.cutoffs if list(self.cutoffs).count(c) > 1})
+        if repeated:
+            raise ValueError(f"--cutoffs: {repeated} given more than once; give each cutoff once")
         if self.max_realism_loss is not None and not self.max_realism_loss >= 0:
             raise ValueError(f"--max-realism-loss: {self.max_realism_loss!r} is invalid; it must be >= 0")
 
@@ -124,7 +127,11 @@ def sweep_iter(
     params = _trainable_params(base)
     rows: list[dict[str, Any]] = []
     for i, cutoff in enumerate(points):
-        run_config = config.replace(method="graft") if cutoff == 0 else config.replace(method="pgraft", cutoff=cutoff)
+        run_config = (
+            config.replace(method="graft", cutoff=RunConfig.cutoff, anchoring=RunConfig.anchoring)
+            if cutoff == 0
+            else config.replace(method="pgraft", cutoff=cutoff)
+        )
         setup = build_setup(run_config, allow_import=allow_import, base=base)
         runner = RoundRunner(run_config, should_stop=stop, setup=setup)
         results: list[RoundResult] = []

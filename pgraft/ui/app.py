@@ -23,13 +23,15 @@ import gradio as gr
 from pgraft.core.devices import resolve_device
 from pgraft.ui.context import TabContext
 from pgraft.ui.controls import Controls
+from pgraft.ui.limits import Limits
 from pgraft.ui.models import BaseModels
 from pgraft.ui.rounds_handlers import RoundsHandlers
 from pgraft.ui.rounds_tab import DEFAULT_MODEL, build_rounds_tab
-from pgraft.ui.sessions import SessionStore
+from pgraft.ui.sessions import SessionCookie, SessionStore
 
 HEAVY_ID = "heavy"
 QUEUE_SIZE = 16
+CACHE_SWEEP_S, CACHE_AGE_S = 1800, 3600  # Gradio's file cache: swept every 30 min of files older than an hour
 ROUNDS_TAB_ID = "rounds"
 OPTIONAL_TABS = (
     ("pgraft.ui.bias_variance_tab", "Bias–variance", "bias-variance"),
@@ -47,6 +49,18 @@ CSS = """
 .hint { padding: 4px 10px 8px 10px; font-size: 0.9em; opacity: 0.85; }
 """
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="sm")
+
+
+class AppBlocks(gr.Blocks):
+    """The app's Blocks: every launch installs the session cookie (`ui.sessions.SessionCookie`), however it
+    is launched (the launcher, a test, a script)."""
+
+    def launch(self, *args: Any, **kwargs: Any) -> Any:
+        from starlette.middleware import Middleware
+
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(SessionCookie)]
+        return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
 
 
 def heavy_limit(device: str) -> int:
@@ -92,13 +106,18 @@ def warm_up(models: BaseModels, dataset: str = "ring8") -> threading.Thread:
     return thread
 
 
-def build_demo(device: str = "auto", sessions_root: Path | None = None, warm: bool = True) -> gr.Blocks:
+def build_demo(
+    device: str = "auto", sessions_root: Path | None = None, warm: bool = True, limits: Limits | None = None
+) -> gr.Blocks:
     resolved = resolve_device(device)
     sessions = SessionStore(sessions_root)
     models = BaseModels(resolved)
-    handlers = RoundsHandlers(sessions, models, device)  # configs keep "auto": exports run anywhere
+    limits = Limits() if limits is None else limits
+    handlers = RoundsHandlers(sessions, models, device, limits)  # configs keep "auto": exports run anywhere
     limit = heavy_limit(resolved)
-    with gr.Blocks(title="pgraft: GRAFT and P-GRAFT rounds", fill_width=True) as demo:
+    with AppBlocks(
+        title="pgraft: GRAFT and P-GRAFT rounds", fill_width=True, delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)
+    ) as demo:
         gr.Markdown(HEADER, elem_id="header")
         with gr.Tabs() as tabs:
             with gr.Tab("Rounds", id=ROUNDS_TAB_ID):
@@ -114,6 +133,7 @@ def build_demo(device: str = "auto", sessions_root: Path | None = None, warm: bo
                 tabs=tabs,
                 rounds_tab_id=ROUNDS_TAB_ID,
                 sessions=sessions,
+                limits=limits,
             )
             for module, label, tab_id in OPTIONAL_TABS:
                 if importlib.util.find_spec(module) is not None:
@@ -151,7 +171,6 @@ def launch(
     **kwargs: Any,
 ) -> Any:
     """Serve the demo with the app's theme and style; `auth` is (user, password) or None."""
-    sessions: SessionStore = demo.pgraft_sessions  # type: ignore[attr-defined]
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -159,7 +178,6 @@ def launch(
         share=False,  # never open a public tunnel
         theme=THEME,
         css=CSS,
-        allowed_paths=[str(sessions.root)],
         footer_links=[],
         **kwargs,
     )

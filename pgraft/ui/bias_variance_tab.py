@@ -27,6 +27,7 @@ from pgraft.studies.bias_variance.study import ExactReady, StudyFinished, study_
 from pgraft.studies.sweep import SweepPoint, SweepSpec
 from pgraft.ui.context import TabContext
 from pgraft.ui.forms import control, named_handler
+from pgraft.ui.limits import Limits
 from pgraft.ui.sessions import Busy, SessionStore
 
 TAB = "bias-variance"
@@ -124,6 +125,17 @@ def make_specs(
     return config, curve, sweep_spec
 
 
+def check_limits(limits: Limits, config: RunConfig, curve: CurveSpec, sweep: SweepSpec | None) -> None:
+    """The study's request within this server's budgets (`ValueError` naming the setting)."""
+    limits.check("cutoffs", len(curve.cutoffs), "cutoffs (count)")
+    limits.check("states", curve.states)
+    limits.check("continuations", curve.continuations)
+    limits.check("num_inference_steps", config.num_inference_steps, "steps")
+    if sweep is not None:
+        for name in ("samples", "rounds", "finetune_steps"):
+            limits.check(name, getattr(config, name))
+
+
 def _view(data: dict[str, Any], selected: float | None) -> Any:
     rec = data.get("recommended")
     return bias_variance_figure(data.get("curves"), data.get("exact"), data.get("sweep"), selected, rec)
@@ -158,6 +170,7 @@ def run_study(
     request: gr.Request | None = None,
     progress: gr.Progress | None = None,
     sessions: SessionStore | None = None,
+    limits: Limits | None = None,
 ) -> Generator[tuple[Any, ...], None, None]:
     """Stream (figure, curves table, sweep table, status, state) as the study's parts finish."""
     try:
@@ -165,12 +178,12 @@ def run_study(
             model, reward, dataset, prompts, rule, rule_param, cutoffs, states, continuations, steps, seed,
             sweep, samples, rounds, finetune_steps, max_loss, device,
         )  # fmt: skip
+        check_limits(Limits() if limits is None else limits, config, curve_spec, sweep_spec)
     except ValueError as exc:
         raise gr.Error(str(exc), title="Cannot start") from None
     store = _DIRECT if sessions is None else sessions
-    key = getattr(request, "session_hash", None)
     try:
-        session, job = store.start(key, TAB)
+        session, job = store.start(request, TAB)
     except Busy:
         raise gr.Error("A study is already running in this browser tab: press Stop first.", title="Busy") from None
     data: dict[str, Any] = {"curves": None, "exact": None, "sweep": None, "recommended": None}
@@ -218,7 +231,7 @@ def _event_status(
 
 
 def stop_study(request: gr.Request | None = None, sessions: SessionStore | None = None) -> str:
-    if not (_DIRECT if sessions is None else sessions).request_stop(getattr(request, "session_hash", None), TAB):
+    if not (_DIRECT if sessions is None else sessions).request_stop(request, TAB):
         return "Nothing is running."
     return "Stopping at the next step; finished cutoffs are kept…"
 
@@ -265,7 +278,9 @@ def build_tab(ctx: TabContext) -> None:
     sessions = _DIRECT if ctx.sessions is None else ctx.sessions
 
     def body(values: dict[str, Any], request: gr.Request, progress: Any) -> Any:
-        return run_study(**values, device=ctx.device, request=request, progress=progress, sessions=sessions)
+        return run_study(
+            **values, device=ctx.device, request=request, progress=progress, sessions=sessions, limits=ctx.limits
+        )
 
     run = named_handler(API_NAMES, body, "Run the study; the parameters are the tab's controls.", stream=True)
 

@@ -5,7 +5,7 @@ optional tab module's `build_tab(ctx: TabContext) -> None`, which creates that t
 its events. Every event that runs a model must pass `concurrency_id=ctx.heavy_concurrency_id` (and
 `concurrency_limit=ctx.heavy_concurrency_limit`), so all heavy work of every tab shares one bounded queue,
 while light events (dropdown changes, exports) use `concurrency_limit=None` and never wait behind it. A tab
-keeps its running job (stop flag, output folder) in the session (`ctx.sessions.start(key, tab)`), so its
+keeps its running job (stop flag, output folder) in the session (`ctx.sessions.start(request, tab)`), so its
 outputs are deleted with the session.
 """
 
@@ -37,3 +37,5 @@ class TabContext:
     sessions: Any = None
     """The app's `ui.sessions.SessionStore`: each tab keeps its job (stop flag, folder) in the session (None:
     the tab makes its own, for a tab built on its own)."""
+    limits: Any = None
+    """The app's `ui.limits.Limits` (None: the defaults): every heavy handler checks its request against them."""

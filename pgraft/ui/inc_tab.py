@@ -21,6 +21,7 @@ from pgraft.inc.run import IncResult, run_inc_iter
 from pgraft.registry import DOMAINS, MODELS
 from pgraft.ui.context import TabContext
 from pgraft.ui.forms import control
+from pgraft.ui.limits import Limits
 from pgraft.ui.sessions import Busy, SessionStore
 
 TAB = "inc"
@@ -110,9 +111,10 @@ class IncHandlers:
     """Run, stop and re-view; each browser session's job (stop flag, output folder) lives in the session store,
     so a run's files are deleted with the session."""
 
-    def __init__(self, device: str, sessions: SessionStore | None = None) -> None:
+    def __init__(self, device: str, sessions: SessionStore | None = None, limits: Limits | None = None) -> None:
         self.device = device
         self.sessions = SessionStore() if sessions is None else sessions
+        self.limits = Limits() if limits is None else limits
 
     def run(
         self, model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float,
@@ -123,10 +125,11 @@ class IncHandlers:
             config = make_config(
                 model, train_steps, steps, correction_steps, invert, samples, correction_train_steps, seed, self.device
             )
+            self.check_limits(config)
         except ValueError as exc:
             raise gr.Error(str(exc), title="Invalid setting") from None
         try:
-            session, job = self.sessions.start(getattr(request, "session_hash", None), TAB)
+            session, job = self.sessions.start(request, TAB)
         except Busy:
             raise gr.Error("A correction is already running in this browser tab: press Stop first.") from None
         start = time.perf_counter()
@@ -147,6 +150,16 @@ class IncHandlers:
             yield self.outputs(result, time.perf_counter() - start, job.folder)
         finally:
             self.sessions.finish(session, TAB)
+
+    def check_limits(self, config: IncConfig) -> None:
+        """The request within this server's budgets (`ValueError` naming the setting)."""
+        self.limits.check("train_steps", config.train_steps)
+        self.limits.check("invert", config.invert)
+        self.limits.check("correction_samples", config.samples, "--samples")
+        self.limits.check("correction_train_steps", config.correction_train_steps)
+        self.limits.check("num_inference_steps", max(config.steps), "--steps")
+        runs = len(config.steps) * len(config.correction_steps)
+        self.limits.check("correction_runs", runs, "--steps x --correction-steps (count)")
 
     def outputs(self, result: IncResult, seconds: float, out: Any) -> tuple[Any, ...]:
         """Everything the tab shows of a finished run; its files are written into `out` (the session's)."""
@@ -181,7 +194,7 @@ class IncHandlers:
         )
 
     def stop(self, request: gr.Request) -> str:
-        if not self.sessions.request_stop(getattr(request, "session_hash", None), TAB):
+        if not self.sessions.request_stop(request, TAB):
             return "Nothing is running."
         return "Stopping after the current step…"
 
@@ -198,7 +211,7 @@ def model_changed(model: str) -> tuple[Any, ...]:
 
 def build_tab(ctx: TabContext) -> None:
     """Lay out the tab inside the current `gr.Tab` and wire its events (heavy ones on the shared queue)."""
-    handlers = IncHandlers(ctx.device, ctx.sessions)
+    handlers = IncHandlers(ctx.device, ctx.sessions, ctx.limits)
     choices = model_choices()
     first = choices[0] if choices else None
     d = model_defaults(first) if first else FALLBACK

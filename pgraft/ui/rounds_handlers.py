@@ -36,6 +36,7 @@ from pgraft.ui.controls import (
     reward_choices,
     reward_params,
 )
+from pgraft.ui.limits import Limits
 from pgraft.ui.models import BaseModels
 from pgraft.ui.presets import get_preset
 from pgraft.ui.sessions import ROUNDS, Busy, Session, SessionStore
@@ -60,15 +61,20 @@ RUN_OUTPUTS = (
 
 
 class RoundsHandlers:
-    def __init__(self, sessions: SessionStore, models: BaseModels, device: str) -> None:
+    def __init__(self, sessions: SessionStore, models: BaseModels, device: str, limits: Limits | None = None) -> None:
         self.sessions = sessions
         self.models = models
         self.device = device
+        self.limits = Limits() if limits is None else limits
 
     # -- light events ---------------------------------------------------------------------------------
-    def config(self, controls: Controls) -> RunConfig:
+    def config(self, controls: Controls, limited: bool = False) -> RunConfig:
+        """The run config of the controls; `limited`: also within this server's per-request budgets."""
         try:
-            return controls.to_config(self.device)
+            config = controls.to_config(self.device)
+            if limited:
+                self.limits.check_run(config)
+            return config
         except ValueError as exc:
             raise gr.Error(str(exc), title="Invalid setting") from None
 
@@ -78,12 +84,12 @@ class RoundsHandlers:
         return config.to_yaml(), config.command_line() + " --out runs/my-run"
 
     def stop(self, request: gr.Request) -> str:
-        if not self.sessions.request_stop(request.session_hash, ROUNDS):
+        if not self.sessions.request_stop(request, ROUNDS):
             return "Nothing is running."
         return "Stopping at the next step; finished rounds are kept…"
 
     def close(self, request: gr.Request) -> None:
-        self.sessions.close(request.session_hash)
+        self.sessions.close(request)
         self.sessions.sweep()
 
     def model_changed(self, model: str) -> dict[str, Any]:
@@ -143,7 +149,7 @@ class RoundsHandlers:
     def rule_changed(self, request: gr.Request, *values: Any) -> tuple[Any, ...]:
         """Show the chosen rule's own parameter, span the threshold over base rewards, preview the reshaping."""
         controls = Controls(*values)
-        view = self.sessions.get(request.session_hash).view
+        view = self.sessions.get(request).view
         if view is not None:
             view.reshaping_shown = False  # this preview replaces the run's own rule plot: a running run redraws it
         if controls.reward not in [name for _, name in reward_choices(controls.model)]:
@@ -174,14 +180,14 @@ class RoundsHandlers:
         self, controls: Controls, request: gr.Request, progress: gr.Progress
     ) -> Generator[tuple[Any, ...], None, None]:
         self.sessions.sweep()  # forget sessions idle past their time, whose tabs never said goodbye
-        config = self.config(controls)
+        config = self.config(controls, limited=True)
         try:
             base = self.models.get(config.model, config.dataset)
             setup = build_setup(config, base=base)
         except (ValueError, RewardError) as exc:
             raise gr.Error(str(exc), title="Cannot start") from None
         try:
-            session, _job = self.sessions.start(request.session_hash, ROUNDS)
+            session, _job = self.sessions.start(request, ROUNDS)
         except Busy:
             raise gr.Error("A run is already going in this browser tab: press Stop first.", title="Busy") from None
         try:

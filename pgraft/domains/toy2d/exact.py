@@ -51,6 +51,44 @@ def _reward_levels(masses: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray,
     return levels, np.bincount(inverse, weights=masses, minlength=len(levels)), inverse
 
 
+def acceptance_on_grid(rule: AcceptanceRule, masses: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    """`a` at every grid point under the law with these masses, each distinct reward a level that spans its
+    quantile interval `[F(r−), F(r)]` and the rewards halfway to its neighbours: points that tie (a grid
+    column of reward `x`) share the level, and the level a rule's boundary falls in is accepted in part
+    (`AcceptanceRule.level_acceptance`), so a quantile rule accepts exactly its mass."""
+    _levels, _mass, inverse, bounds = _level_bounds(masses, rewards)
+    return rule.level_acceptance(*bounds)[inverse]
+
+
+def tilt_kl_on_grid(rule: AcceptanceRule, masses: np.ndarray, rewards: np.ndarray) -> float:
+    """`KL(p a / Z ‖ p) = E_p[a log a] / Z − log Z` with both means taken level by level as in
+    `acceptance_on_grid`: a rule whose `a` is 0 or 1 gets exactly `−log(accepted mass)`, which the grid
+    masses alone would miss at the level its boundary cuts."""
+    _levels, level_mass, _inverse, bounds = _level_bounds(masses, rewards)
+    p = level_mass / level_mass.sum()
+    z = float((p * rule.level_acceptance(*bounds)).sum())
+    if z <= 0:
+        return float("nan")
+    return float((p * rule.level_a_log_a(*bounds)).sum()) / z - float(np.log(z))
+
+
+def _level_bounds(
+    masses: np.ndarray, rewards: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Levels, their masses, each point's level, and each level's `(u_lo, u_hi, r_lo, r_hi)`."""
+    levels, level_mass, inverse = _reward_levels(masses, rewards)
+    total = level_mass.sum()
+    u_hi = np.clip(np.cumsum(level_mass) / total, 0.0, 1.0)
+    u_lo = np.clip(u_hi - level_mass / total, 0.0, 1.0)
+    if len(levels) > 1:
+        mids = (levels[1:] + levels[:-1]) / 2
+        r_lo = np.concatenate([[levels[0] - (mids[0] - levels[0])], mids])
+        r_hi = np.concatenate([mids, [levels[-1] + (levels[-1] - mids[-1])]])
+    else:
+        r_lo = r_hi = levels
+    return levels, level_mass, inverse, (u_lo, u_hi, r_lo, r_hi)
+
+
 def quantiles_of(masses: np.ndarray, rewards: np.ndarray) -> np.ndarray:
     """Mid-rank reward quantile `u = F(r−) + P(r)/2` of every grid point under the law with these masses."""
     _, level_mass, inverse = _reward_levels(masses, rewards)
@@ -150,7 +188,7 @@ class ExactChain:
     def step(self) -> np.ndarray:
         """Append and return the next round's exact target."""
         current = self.targets[-1]
-        a = self.rule.acceptance(quantiles_of(current, self.rewards), self.rewards)
+        a = acceptance_on_grid(self.rule, current, self.rewards)
         if self.blur is None:
             nxt = current * a
         else:

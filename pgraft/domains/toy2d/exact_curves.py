@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from pgraft.core.acceptance import AcceptanceRule
+from pgraft.core.events import checkpoint
 from pgraft.core.process import NoiseProcess
-from pgraft.domains.toy2d.exact import ExactChain, Grid2D, SeparableBlur, quantiles_of
+from pgraft.domains.toy2d.exact import ExactChain, Grid2D, SeparableBlur, acceptance_on_grid, tilt_kl_on_grid
 from pgraft.domains.toy2d.mixture import GaussianMixture, get_dataset
 from pgraft.rewards import Reward
 
@@ -69,7 +70,7 @@ class ExactCurves:
         self.mixture, self.reward, self.rule, self.rounds = mixture, reward, rule, rounds
         self.chain = ExactChain(mixture, reward, rule, 0.0, grid)  # GRAFT's; its grid, rewards and base serve all
         self.grid, self.r, self.p = self.chain.grid, self.chain.rewards, self.chain.base
-        self.a = rule.acceptance(quantiles_of(self.p, self.r), self.r)
+        self.a = acceptance_on_grid(rule, self.p, self.r)
         self.mean_r = float((self.p * self.r).sum())
         self.var_r = float((self.p * self.r**2).sum() - self.mean_r**2)
         self.graft = self.chain.target(rounds)
@@ -82,8 +83,7 @@ class ExactCurves:
         """V, B, R², D and the perfect-learning P-GRAFT target's reward and distance to GRAFT at ratio `s`."""
         blur = SeparableBlur.for_grid(self.grid, s, y_spacing=s / Y_POINTS_PER_STD)
         if blur is None:
-            tilt = self.p * self.a
-            return self._row(0.0, self.var_r, _kl(tilt / tilt.sum(), self.p), self.graft)
+            return self._row(0.0, self.var_r, tilt_kl_on_grid(self.rule, self.p, self.r), self.graft)
         fields = blur.forward(np.stack([self.p, self.p * self.r, self.p * self.r**2, self.p * self.a]))
         den = fields[0]
         keep = den > 1e-300
@@ -129,6 +129,7 @@ def exact_curves(
     curves = ExactCurves(mixture, reward, rule, grid, rounds)
     rows = []
     for ts in timesteps:
+        checkpoint()
         s = process.noise_to_signal(float(ts))
         rows.append(
             {"cutoff": process.fraction(float(ts)), "timestep": float(ts), "noise_to_signal": s, **curves.at(s)}

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pgraft.core.events import checkpoint
 from pgraft.core.process import FlowProcess, NoiseProcess, VPProcess
 from pgraft.domains.base import asset_dir
 from pgraft.domains.toy2d.mixture import GaussianMixture, get_dataset
@@ -78,6 +79,7 @@ def train_mlp(
     start = time.perf_counter()
     loss = torch.tensor(0.0)
     for _ in range(steps):
+        checkpoint()  # a stop asked for in the app ends a long training on first use
         x0 = mixture.sample(batch_size, gen).float().to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         t = process.sample_training_timesteps(batch_size, None, gen, torch.device(device))
@@ -106,8 +108,23 @@ def weights_path(dataset: str, kind: str = "vp", train_steps: int = TOY_TRAIN_ST
     shipped = ASSETS / f"{stem}.safetensors"
     if shipped.exists():
         return shipped
-    cache = Path(os.environ.get("PGRAFT_CACHE", Path.home() / ".cache" / "pgraft"))
-    return cache / f"{stem}.safetensors"
+    return cache_dir() / f"{stem}.safetensors"
+
+
+CACHED_FLOWS = 8
+"""Deliberately under-trained models kept in the cache (the oldest beyond this are deleted)."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PGRAFT_CACHE", Path.home() / ".cache" / "pgraft"))
+
+
+def prune_cache(keep: int = CACHED_FLOWS) -> None:
+    """Keep the `keep` most recently used under-trained models of the cache: every distinct step count asked
+    for writes one, and a server must not collect them without bound."""
+    files = sorted(cache_dir().glob("toy2d-*steps.safetensors"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for stale in files[keep:]:
+        stale.unlink(missing_ok=True)
 
 
 def pretrain_toy(dataset: str, out: Path, kind: str = "vp", steps: int = TOY_TRAIN_STEPS, seed: int = 0) -> Path:
@@ -137,6 +154,10 @@ def load_toy2d(
     path = weights_path(dataset, kind, train_steps)
     if not path.exists():
         pretrain_toy(dataset, path, kind, steps=train_steps)
+        if path.parent == cache_dir():
+            prune_cache()
+    elif path.parent == cache_dir():
+        path.touch()  # recently used: pruned last
     net = MLPDenoiser()
     net.load_state_dict(load_file(str(path)))
     info = read_safetensors_metadata(path)

@@ -90,8 +90,11 @@ class CurveSpec:
         if not self.cutoffs:
             raise ValueError("--cutoffs: give at least one cutoff in (0, 1)")
         for c in self.cutoffs:
-            if not isinstance(c, int | float) or not 0.0 < float(c) < 1.0:
+            if not isinstance(c, int | float) or isinstance(c, bool) or not 0.0 < float(c) < 1.0:
                 raise ValueError(f"--cutoffs: {c!r} is invalid; every cutoff must lie strictly between 0 and 1")
+        repeated = sorted({float(c) for c in self.cutoffs if list(self.cutoffs).count(c) > 1})
+        if repeated:
+            raise ValueError(f"--cutoffs: {repeated} given more than once; give each cutoff once")
         for flag, value, low in (("states", self.states, 2), ("continuations", self.continuations, 2)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"--{flag}: {value!r} is invalid; it must be an integer >= {low}")
@@ -183,6 +186,8 @@ def curve_iter(
                 row["seconds"] = round(time.perf_counter() - start, 3)
                 rows.append(row)
                 yield CurvePoint(row)
+                if should_stop is not None and should_stop():  # several cutoffs can share a grid level
+                    raise Stopped
     except Stopped:
         yield CurveCancelled(_table(rows))
         return
@@ -195,7 +200,8 @@ def _level_row(
     m, r = spec.states, spec.continuations
     prompts = [setup.prompts[s] for s in np.repeat(strata, r)] if setup.prompts else None
     flat = level.samples.reshape(m * r, *level.samples.shape[2:])
-    rewards = score(setup.reward, setup.base.decode(flat), prompts).numpy().reshape(m, r)
+    rewards = score(setup.reward, setup.base.decode(flat), prompts, setup.config.reward_timeout)
+    rewards = rewards.numpy().reshape(m, r)
     accept = acceptance_probabilities(setup.rule, rewards, strata)
     process = setup.base.process
     est = estimate(rewards, accept, strata, spec.bootstrap, spec.level, seed=setup.config.seed * 7 + level.k)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pgraft.core.events import Finished
+from pgraft.core.events import Finished, Stopped, stoppable
 from pgraft.core.process import NoiseProcess
 from pgraft.graft.config import RunConfig
 from pgraft.graft.setup import RunSetup, build_setup
@@ -109,7 +109,12 @@ def study_iter(
     grid = process.make_scheduler(config.num_inference_steps).timesteps
     levels = grid_levels(process, config.num_inference_steps, curve_spec.cutoffs)
     at_levels = [float(grid[k]) for k in levels]
-    exact = exact_table(setup, sorted(set(dense_timesteps(process, exact_points)) | set(at_levels)))
+    try:
+        with stoppable(should_stop):  # the exact reference checks the flag at every noise level
+            exact = exact_table(setup, sorted(set(dense_timesteps(process, exact_points)) | set(at_levels)))
+    except Stopped:
+        yield StudyFinished(pd.DataFrame(), None, None, None, cancelled=True)
+        return
     if exact is not None:
         yield ExactReady(exact)
     curves = pd.DataFrame()

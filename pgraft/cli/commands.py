@@ -17,7 +17,10 @@ from collections.abc import Callable
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pgraft.cli import bias_variance, inc, info, run
+    import pgraft.cli.bias_variance as bias_variance
+    import pgraft.cli.inc as inc
+    import pgraft.cli.info as info
+    import pgraft.cli.run as run
 
     parser = argparse.ArgumentParser(prog="pgraft", description="GRAFT / P-GRAFT rounds with exact answers to check.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
-    from pgraft.cli import bias_variance, inc, info, run
+    import pgraft.cli.bias_variance as bias_variance
+    import pgraft.cli.inc as inc
+    import pgraft.cli.info as info
+    import pgraft.cli.run as run
 
     return {
         "run": run.cmd_run,
@@ -44,7 +50,6 @@ def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    sys.path.insert(0, os.getcwd())  # module:function rewards from the working directory
     from pgraft.rewards import RewardError
 
     args = build_parser().parse_args(argv)
@@ -56,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except RewardError as exc:
         print(f"pgraft: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("pgraft: interrupted; completed rounds are kept", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        during = f" {exc}" if str(exc) else ""
+        print(f"pgraft: interrupted{during}; completed rounds are kept", file=sys.stderr)
         return 130
 
 
