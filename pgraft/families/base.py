@@ -12,8 +12,9 @@ one small class with one signature:
 - `decode(x)`: the final sample as the reward sees it (identity for small models; a VAE decode for latent
   pipelines);
 - `trainable_copy(seed)` / `frozen()`: a model whose trainable part starts from this one's and trains (any new
-  parameters initialised from `seed`), the base staying untouched (a deep copy for small networks; for pipelines a LoRA adapter over the same weights,
-  the base obtained by disabling it, as TRL obtains its reference model);
+  parameters initialised from `seed`), the base staying untouched (a deep copy for small networks; for
+  pipelines a LoRA adapter over the same weights, the base obtained by disabling it, as TRL obtains its
+  reference model);
 - `trainable_parameters()`, `train_mode(on)`, and `save(path, extra)` / `load_weights(path)` of the trainable
   part only, as safetensors with the description in the metadata.
 """

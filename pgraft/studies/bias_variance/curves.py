@@ -200,8 +200,8 @@ def _level_row(
     m, r = spec.states, spec.continuations
     prompts = [setup.prompts[s] for s in np.repeat(strata, r)] if setup.prompts else None
     flat = level.samples.reshape(m * r, *level.samples.shape[2:])
-    rewards = score(setup.reward, setup.base.decode(flat), prompts, setup.config.reward_timeout)
-    rewards = rewards.numpy().reshape(m, r)
+    scored = score(setup.reward, setup.base.decode(flat), prompts, setup.config.reward_timeout)
+    rewards = scored.numpy().reshape(m, r)
     accept = acceptance_probabilities(setup.rule, rewards, strata)
     process = setup.base.process
     est = estimate(rewards, accept, strata, spec.bootstrap, spec.level, seed=setup.config.seed * 7 + level.k)
