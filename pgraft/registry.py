@@ -64,7 +64,7 @@ def get_domain(name: str) -> Domain:
 
 def get_model_spec(name: str) -> ModelSpec:
     if name not in MODELS:
-        raise ValueError(f"model: unknown {name!r}; choose one of {sorted(MODELS)}")
+        raise ValueError(f"--model: unknown {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name]
 
 
@@ -124,15 +124,15 @@ def make_reward(
     if ":" in name:
         if not allow_import:
             raise ValueError(
-                f"reward: {name!r} looks like module:function; user rewards are only allowed from the command line"
+                f"--reward: {name!r} looks like module:function; user rewards are only allowed from the command line"
             )
         return import_reward(name, sample_view(domain))
     if name not in REWARDS:
-        raise ValueError(f"reward: unknown {name!r}; choose one of {rewards_for(domain)} or give module:function")
+        raise ValueError(f"--reward: unknown {name!r}; choose one of {rewards_for(domain)} or give module:function")
     spec = REWARDS[name]
     if spec.domain != domain:
         raise ValueError(
-            f"reward: {name!r} is for {spec.domain} models, not {domain}; choose one of {rewards_for(domain)}"
+            f"--reward: {name!r} is for {spec.domain} models, not {domain}; choose one of {rewards_for(domain)}"
         )
     return build_reward(name, spec, domain, args, context)
 

@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -36,9 +36,14 @@ class Reward:
     fn: RewardFn
     description: str = ""
     takes_prompts: bool = False
+    timeout: float | None = None
+    """Seconds one call may take (`--reward-timeout`); `score` enforces it wherever the reward is called."""
 
     def __call__(self, x: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
         return self.fn(x, prompts) if self.takes_prompts else self.fn(x)
+
+    def with_timeout(self, timeout: float | None) -> Reward:
+        return replace(self, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def build_reward(
     """The reward `name` of `spec` for a model of `domain`, with its arguments checked against the spec's."""
     args = dict(args or {})
     if spec.domain != domain:
-        raise ValueError(f"reward: {name!r} is for {spec.domain} models, not {domain}")
+        raise ValueError(f"--reward: {name!r} is for {spec.domain} models, not {domain}")
     unknown = set(args) - set(spec.params)
     if unknown:
         raise ValueError(
@@ -110,7 +115,7 @@ def import_reward(target: str, view: SampleView) -> Reward:
     """A user's `module:function`, called with the domain's sample view (digits: pixels in [0, 1], like the
     built-in image rewards), and with the prompts when it takes a second argument."""
     if not USER_REWARD.match(target):
-        raise ValueError(f"reward: {target!r} is not of the form module:function")
+        raise ValueError(f"--reward: {target!r} is not of the form module:function")
     module_name, func_name = target.split(":")
     # The working directory is searched last, and only now that a user reward is asked for: a `yaml.py` there
     # never shadows an installed module.
@@ -120,10 +125,10 @@ def import_reward(target: str, view: SampleView) -> Reward:
     try:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:
-        raise ValueError(f"reward: cannot import module {module_name!r} for {target!r}: {exc}") from exc
+        raise ValueError(f"--reward: cannot import module {module_name!r} for {target!r}: {exc}") from exc
     fn = getattr(module, func_name, None)
     if not callable(fn):
-        raise ValueError(f"reward: {module_name!r} has no callable {func_name!r}")
+        raise ValueError(f"--reward: {module_name!r} has no callable {func_name!r}")
     try:
         n_params = len(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
@@ -146,6 +151,7 @@ def score(
     Ctrl-C while it runs says which reward was running.
     """
     x = x.detach().clone()
+    timeout = reward.timeout if timeout is None else timeout
     try:
         out = _call(reward, x, prompts, timeout)
     except RewardError:

@@ -72,7 +72,7 @@ def _fmt(row: dict[str, Any], columns: tuple[str, ...], header: bool) -> str:
 
 def cmd_bias_variance(args: argparse.Namespace) -> int:
     from pgraft.cli.progress import StageBar
-    from pgraft.core.events import Progress
+    from pgraft.core.events import Notice, Progress
     from pgraft.studies.bias_variance.curves import CurvePoint
     from pgraft.studies.bias_variance.study import StudyFinished, study_iter, write_outputs
     from pgraft.studies.sweep import SweepPoint
@@ -94,6 +94,8 @@ def cmd_bias_variance(args: argparse.Namespace) -> int:
     for ev in study_iter(config, curve_spec, sweep_spec, allow_import=True, exact_points=args.exact_points):
         if isinstance(ev, Progress):
             bar.update(ev.describe(), ev.done, ev.total)
+        elif isinstance(ev, Notice):
+            print(f"pgraft: {ev.message}", flush=True)
         elif isinstance(ev, CurvePoint | SweepPoint):
             kind = "curve" if isinstance(ev, CurvePoint) else "sweep"
             print(_fmt(ev.row, CURVE_COLUMNS if kind == "curve" else SWEEP_COLUMNS, headers[kind]), flush=True)

@@ -14,6 +14,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (the usage is one `--help` away)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     import pgraft.cli.info as info
     import pgraft.cli.run as run
 
-    parser = argparse.ArgumentParser(prog="pgraft", description="GRAFT / P-GRAFT rounds with exact answers to check.")
+    parser = Parser(prog="pgraft", description="GRAFT / P-GRAFT rounds with exact answers to check.")
     sub = parser.add_subparsers(dest="command", required=True)
     run.add_parser(sub)
     info.add_parsers(sub)

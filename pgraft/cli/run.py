@@ -19,6 +19,7 @@ SHOWN = (
     "accept_rate",
     "n_accepted",
     "target_reward",
+    "learning_gap",
     "ks_to_target",
     "loglik",
     "modes_covered",

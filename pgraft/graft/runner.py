@@ -172,7 +172,7 @@ class RoundRunner:
                 t0 = time.perf_counter()
                 traj, n = yield from self._draw(r, current)
                 timings["time_sampling"] = time.perf_counter() - t0
-                result = self._score_and_accept(r, traj, n, timings, loss)
+                result = self._score_and_accept(r, traj, n, timings, loss, previous)
                 if len(result.rewards) > 1 and bool((result.rewards == result.rewards[0]).all()):
                     yield Notice(
                         f"round {r}: every candidate got the same reward ({float(result.rewards[0]):.6g}); the rule "
@@ -196,7 +196,13 @@ class RoundRunner:
         yield RunFinished(cfg.rounds + 1, self.store.out if self.store else None)
 
     def _score_and_accept(
-        self, r: int, traj: Trajectory, n: int, timings: dict[str, float], loss: float
+        self,
+        r: int,
+        traj: Trajectory,
+        n: int,
+        timings: dict[str, float],
+        loss: float,
+        previous: RoundResult | None = None,
     ) -> RoundResult:
         cfg = self.config
         _, groups, _ = self._seeds(r + 1, cfg.samples)
@@ -206,7 +212,7 @@ class RoundRunner:
         # Rewards and metrics see what the family decodes (pixels of a latent pipeline; the samples themselves
         # for the small models); the run stores the samples.
         decoded = self.setup.base.decode(traj.samples)
-        rewards_all = score(self.setup.reward, decoded, self._prompts_of(all_groups), cfg.reward_timeout)
+        rewards_all = score(self.setup.reward, decoded, self._prompts_of(all_groups))
         timings["time_scoring"] = time.perf_counter() - t0
         samples, rewards = traj.samples[:n], rewards_all[:n]
         t0 = time.perf_counter()
@@ -228,6 +234,8 @@ class RoundRunner:
             for p, prompt in enumerate(self.setup.prompts):
                 metrics[f"reward_mean[{prompt}]"] = float(rewards[groups == p].mean())
         metrics.update(self.setup.evaluator.round_metrics(r, decoded[:n], rewards))
+        if "target_reward" in metrics:
+            metrics.update(learning_gap(metrics, len(rewards), previous))
         timings["time_metrics"] = time.perf_counter() - t0
         if traj.cutoff_fraction is not None and cfg.method == "pgraft":
             metrics["cutoff_effective"] = traj.cutoff_fraction
@@ -267,6 +275,20 @@ class RoundRunner:
             t["preview_groups"],
             t.get("x_cut"),
         )
+
+
+def learning_gap(metrics: dict[str, Any], n: int, previous: RoundResult | None) -> dict[str, float]:
+    """How far the round's mean reward is from its exact target's, and the standard error of that gap under
+    perfect learning: this round's sampling noise and, after round 0, the noise of the finite accepted set
+    the model was fine-tuned on (a perfect learner reproduces that set, not the target)."""
+    var = metrics["reward_std"] ** 2 / n
+    if previous is not None and bool(previous.accepted.sum() > 1):
+        kept = previous.rewards[previous.accepted]
+        var += float(kept.var()) / len(kept)
+    return {
+        "learning_gap": metrics["reward_mean"] - metrics["target_reward"],
+        "learning_gap_se": var**0.5,
+    }
 
 
 def run_to_end(runner: RoundRunner) -> list[RoundResult]:

@@ -46,7 +46,7 @@ def build_setup(config: RunConfig, allow_import: bool = False, base: Any | None 
     base = base or load_model(config.model, device=device, dataset=config.dataset)
     reward = make_reward(
         config.reward, base.domain, config.reward_args, reward_context(base), allow_import=allow_import
-    )
+    ).with_timeout(config.reward_timeout)
     base.process.check_steps(config.num_inference_steps)
     cut_ts = None
     if config.method == "pgraft":

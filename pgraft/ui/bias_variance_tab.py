@@ -16,11 +16,11 @@ import gradio as gr
 import pandas as pd
 
 from pgraft.core.acceptance import RULES
-from pgraft.core.events import Progress
+from pgraft.core.events import Notice, Progress
 from pgraft.domains.base import StudyDefaults
 from pgraft.graft.config import RunConfig
 from pgraft.plots.bias_variance import bias_variance_figure
-from pgraft.registry import DOMAINS, get_model_spec
+from pgraft.registry import DOMAINS, MODELS, get_model_spec
 from pgraft.rewards import RewardError
 from pgraft.studies.bias_variance.curves import CurvePoint, CurveSpec
 from pgraft.studies.bias_variance.study import ExactReady, StudyFinished, study_iter
@@ -28,6 +28,7 @@ from pgraft.studies.sweep import SweepPoint, SweepSpec
 from pgraft.ui.context import TabContext
 from pgraft.ui.forms import control, named_handler
 from pgraft.ui.limits import Limits
+from pgraft.ui.rounds_tab import DEFAULT_MODEL
 from pgraft.ui.sessions import Busy, SessionStore
 
 TAB = "bias-variance"
@@ -208,6 +209,9 @@ def _event_status(
         if progress is not None:
             progress((ev.done, ev.total), desc=ev.describe())
         return None
+    if isinstance(ev, Notice):
+        data["note"] = ev.message
+        return f"Running: {ev.message}."
     if isinstance(ev, ExactReady):
         data["exact"] = ev.table
         return "Exact curves of the true mixture ready; estimating…"
@@ -224,10 +228,23 @@ def _event_status(
         if ev.cancelled:
             return "**Stopped.** Finished cutoffs are kept."
         if ev.recommendation is None:
-            return "**Done.** Tick the sweep to get a recommended cutoff."
+            return "**Done.** Tick the sweep to get a recommended cutoff." + _note(data)
         data["recommended"] = ev.recommendation.cutoff
-        return f"**Done.** Recommended: {ev.recommendation.describe()}"
+        return f"**Done.** Recommended: {ev.recommendation.describe()}" + _note(data)
     return None
+
+
+def _note(data: dict[str, Any]) -> str:
+    return f"\n\n{data['note']}." if data.get("note") else ""
+
+
+def study_steps(model: str) -> Any:
+    """The sampling-steps control for a model: its domain's study default (the model's own chain on the toy)."""
+    spec = get_model_spec(model) if model in MODELS else None
+    if spec is None:
+        return gr.update()
+    steps = DOMAINS[spec.domain].study.num_inference_steps or DOMAINS[spec.domain].defaults.num_inference_steps
+    return gr.update(value=steps)
 
 
 def stop_study(request: gr.Request | None = None, sessions: SessionStore | None = None) -> str:
@@ -311,6 +328,7 @@ def build_tab(ctx: TabContext) -> None:
         lambda r: gr.update(label=RULE_PARAMS[r][1], value=RULE_PARAMS[r][2]), c["rule"], c["rule_param"], **light
     )
     ctx.rounds_cutoff.change(redraw, [data, ctx.rounds_cutoff], plot, **light)
+    ctx.rounds_model.change(study_steps, ctx.rounds_model, c["steps"], **light)
     bounds = (float(getattr(ctx.rounds_cutoff, "minimum", 0.0)), float(getattr(ctx.rounds_cutoff, "maximum", 1.0)))
     use_outputs = [ctx.rounds_cutoff, ctx.rounds_method, ctx.tabs]
     c["use"].click(lambda d: use_recommended(d, ctx.rounds_tab_id, bounds), data, use_outputs, **light)
@@ -330,7 +348,12 @@ def _controls() -> dict[str, Any]:
         c["states"] = control("states", CurveSpec)
         c["continuations"] = control("continuations", CurveSpec)
         c["steps"] = control(
-            "num_inference_steps", minimum=20, maximum=1000, step=10, value=100, label="Sampler steps (DDPM ancestral)"
+            "num_inference_steps",
+            minimum=20,
+            maximum=1000,
+            step=10,
+            value=study_steps(DEFAULT_MODEL)["value"],
+            label="Sampler steps (DDPM ancestral; the model's own chain has no discretisation error)",
         )
         c["seed"] = control("seed")
     with gr.Accordion("End-to-end sweep", open=False):

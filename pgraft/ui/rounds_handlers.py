@@ -296,7 +296,12 @@ def _round_status(view: RunView, config: RunConfig, elapsed: float, notes: list[
     )
     parts = [f"{head} in {elapsed:.1f} s", f"mean reward {m['reward_mean']:.3g}"]
     if "target_reward" in m:
-        parts[-1] += f" (exact target {m['target_reward']:.3g})"
+        parts[-1] += f" (exact target {m['target_reward']:.3g}"
+        if "learning_gap" in m and m["learning_gap_se"] > 0:
+            sigmas = m["learning_gap"] / m["learning_gap_se"]
+            what = "sampler error" if view.latest.round == 0 else "learning error"
+            parts[-1] += f"; {what} {m['learning_gap']:+.3g}, {sigmas:+.1f} standard errors"
+        parts[-1] += ")"
     parts.append(f"accepted {m['n_accepted']} of {len(view.latest.rewards)}")
     text = " · ".join(parts)
     if view.latest.round == 0 and not finished:

@@ -131,7 +131,7 @@ def load_classifier(device: str = "cpu", path: str | None = None) -> DigitClassi
     file = Path(path) if path is not None else classifier_path()
     if not file.exists():
         raise ValueError(
-            f"reward: classifier weights {str(file)!r} are missing; run `pgraft pretrain {CLASSIFIER_NAME}`"
+            f"--reward: classifier weights {str(file)!r} are missing; run `pgraft pretrain {CLASSIFIER_NAME}`"
         )
     net = DigitClassifier()
     net.load_state_dict(load_file(str(file)))

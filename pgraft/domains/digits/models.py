@@ -163,7 +163,7 @@ def digits_process(kind: str) -> NoiseProcess:
 def model_kind(name: str) -> tuple[str, bool]:
     """`(process kind, conditional)` of a digits model name."""
     if name not in DIGIT_MODELS:
-        raise ValueError(f"model: {name!r} is not a digits model; choose one of {list(DIGIT_MODELS)}")
+        raise ValueError(f"--model: {name!r} is not a digits model; choose one of {list(DIGIT_MODELS)}")
     return ("flow" if name == "digits-flow" else "vp"), name == "digits-prompted"
 
 
@@ -194,7 +194,7 @@ def load_digits_model(name: str, device: str = "cpu", path: Path | None = None) 
     """Load shipped (or given) weights; the UNet config comes from the file's metadata."""
     path = Path(path) if path is not None else weights_path(name)
     if not path.exists():
-        raise ValueError(f"model: weights {str(path)!r} are missing; run `pgraft pretrain {name}`")
+        raise ValueError(f"--model: weights {str(path)!r} are missing; run `pgraft pretrain {name}`")
     meta = read_safetensors_metadata(path)
     config = json.loads(meta["unet_config"])
     info = {k: json.loads(v) for k, v in meta.items() if k in ("training", "quality")}

@@ -98,7 +98,7 @@ def _prompt_match(context: dict[str, Any]) -> RewardFn:
     model = context.get("model")
     if model is not None and not model.conditional:
         raise ValueError(
-            f"reward: 'prompt-match' scores the prompted digit; {model.name!r} takes no prompts "
+            f"--reward: 'prompt-match' scores the prompted digit; {model.name!r} takes no prompts "
             "(use digits-prompted, or digit-prob with --reward-arg digit=N)"
         )
 

@@ -106,5 +106,5 @@ DATASETS: dict[str, Callable[[], GaussianMixture]] = {"ring8": ring8, "asymmetri
 
 def get_dataset(name: str) -> GaussianMixture:
     if name not in DATASETS:
-        raise ValueError(f"dataset: unknown {name!r}; choose one of {sorted(DATASETS)}")
+        raise ValueError(f"--dataset: unknown {name!r}; choose one of {sorted(DATASETS)}")
     return DATASETS[name]()

@@ -29,7 +29,7 @@ def _distance(context: dict[str, Any], px: float, py: float) -> RewardFn:
 def _mode(context: dict[str, Any], index: int) -> RewardFn:
     mixture = context.get("mixture")
     if mixture is None:
-        raise ValueError("reward: 'mode' needs a toy model whose data set is known")
+        raise ValueError("--reward: 'mode' needs a toy model whose data set is known")
     if not 0 <= index < mixture.num_modes:
         raise ValueError(
             f"--reward-arg index: {index} is not a mode; the data set has modes 0..{mixture.num_modes - 1}"

@@ -200,7 +200,7 @@ def _level_row(
     m, r = spec.states, spec.continuations
     prompts = [setup.prompts[s] for s in np.repeat(strata, r)] if setup.prompts else None
     flat = level.samples.reshape(m * r, *level.samples.shape[2:])
-    scored = score(setup.reward, setup.base.decode(flat), prompts, setup.config.reward_timeout)
+    scored = score(setup.reward, setup.base.decode(flat), prompts)
     rewards = scored.numpy().reshape(m, r)
     accept = acceptance_probabilities(setup.rule, rewards, strata)
     process = setup.base.process

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pgraft.core.events import Finished, Stopped, stoppable
+from pgraft.core.events import Finished, Notice, Stopped, stoppable
 from pgraft.core.process import NoiseProcess
 from pgraft.graft.config import RunConfig
 from pgraft.graft.setup import RunSetup, build_setup
@@ -59,13 +59,27 @@ class StudyFinished(Finished):
     cancelled: bool = False
 
 
-StudyEvent = ExactReady | CurveEvent | SweepEvent | StudyFinished
+StudyEvent = Notice | ExactReady | CurveEvent | SweepEvent | StudyFinished
 
 
 def dense_timesteps(process: NoiseProcess, points: int = 40) -> list[float]:
     """`points` integer timesteps spread evenly over the noise range, for drawing smooth exact curves."""
     fractions = np.linspace(0.5 / points, 1 - 0.5 / points, points)
     return sorted({float(round(f * process.num_train_timesteps)) for f in fractions})
+
+
+def discretisation_note(setup: RunSetup) -> str:
+    """What the sampling grid does to the estimates: nothing on the model's own chain; on a coarser grid the
+    ancestral steps drop part of the posterior uncertainty and under-state V at small cutoffs."""
+    steps, own = setup.config.num_inference_steps, setup.base.process.num_train_timesteps
+    if steps >= own:
+        return f"{steps} sampling steps: the model's own chain, so the estimates carry no discretisation error"
+    default = get_domain(setup.base.domain).study.num_inference_steps
+    advice = f" (the domain's default is {default})" if default and default != steps else ""
+    return (
+        f"{steps} sampling steps, coarser than the model's {own}-step chain: V is under-stated at small cutoffs "
+        f"(exact toy at 100 steps: by about 30 % at t = 0.1, 11 % at 0.3){advice}"
+    )
 
 
 def study_setup(config: RunConfig, allow_import: bool = False) -> RunSetup:
@@ -106,6 +120,7 @@ def study_iter(
     """Exact curves (toy), then the estimated curves as cutoffs finish, then the sweep; see the module doc."""
     setup = study_setup(config, allow_import)
     process = setup.base.process
+    yield Notice(discretisation_note(setup))
     grid = process.make_scheduler(config.num_inference_steps).timesteps
     levels = grid_levels(process, config.num_inference_steps, curve_spec.cutoffs)
     at_levels = [float(grid[k]) for k in levels]
