@@ -8,8 +8,6 @@ allowed, before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +16,19 @@ from typing import Any
 import yaml
 
 from pgraft.core.acceptance import RULE_PARAMS, RULES
+from pgraft.graft.plain_yaml import read_plain_yaml
+from pgraft.graft.validation import (  # noqa: F401  (the config's vocabulary, importable from here)
+    ANCHORINGS,
+    DEVICE,
+    LIMITS,
+    MAX_SEED,
+    METHODS,
+    SAMPLERS,
+    check_types,
+    check_values,
+    ignored_options,
+)
 
-METHODS = ("graft", "pgraft")
-ANCHORINGS = ("intermediate", "final")
-SAMPLERS = ("ddpm", "ddim")
-DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # whole strings only: fullmatch (a `$` matches before "\n")
-MAX_SEED = 2**32
-LIMITS = {"rounds": 10_000, "finetune_steps": 10_000_000, "num_inference_steps": 100_000, "n": 1_000_000}
-"""Upper bounds of values that cost only time: beyond these a value is surely a typo."""
 DEFAULT_PREVIEW = 512
 BY_MODEL = ("reward", "samples", "rounds", "num_inference_steps", "finetune_steps", "batch_size", "lr", "preview")
 """Fields whose default comes from the model's domain (`Domain.defaults`, `registry.default_reward`): None
@@ -183,14 +186,14 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_types(self)
         # Frozen: the model's defaults are resolved in place, so config.yaml holds the numbers.
         for name, value in model_defaults(self.model).items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         if self.preview is None:
             object.__setattr__(self, "preview", min(DEFAULT_PREVIEW, self.samples))
-        _check_values(self)
+        check_values(self)
 
     @property
     def effective_eta(self) -> float:
@@ -272,165 +275,3 @@ def model_defaults(model: str) -> dict[str, Any]:
 def defaulted_fields(values: dict[str, Any]) -> list[str]:
     """Of the `BY_MODEL` fields, those that `values` leave to the model's defaults (for saying which were used)."""
     return [name for name in BY_MODEL if values.get(name) is None]
-
-
-_STRINGS = ("model", "dataset", "reward", "method", "anchoring", "rule", "sampler", "device")
-_INTEGERS = ("n", "k", "samples", "rounds", "num_inference_steps", "finetune_steps", "batch_size", "preview", "seed")
-_NUMBERS = ("cutoff", "threshold", "quantile", "beta", "dedup_resolution", "eta", "lr", "reward_timeout")
-
-
-def _bad(flag: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"--{flag.replace('_', '-')}: {value!r} is invalid; {allowed}")
-
-
-def _check_types(config: RunConfig) -> None:
-    """Every field has its type (a YAML file can give anything): one error naming the flag otherwise."""
-    for name in _STRINGS:
-        value = getattr(config, name)
-        if value is not None and not isinstance(value, str):
-            raise _bad(name, value, "give a name (text)")
-    for name in _INTEGERS:
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise _bad(name, value, "give a whole number")
-    for name in _NUMBERS:
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
-            raise _bad(name, value, "give a number")
-        if value is not None and not math.isfinite(value):
-            raise _bad(name, value, "give a finite number")
-    if not isinstance(config.prompts, list) or not all(isinstance(p, str | int) for p in config.prompts):
-        raise _bad("prompts", config.prompts, "give a list of prompts (text)")
-    object.__setattr__(config, "prompts", [str(p) for p in config.prompts])
-    if not isinstance(config.reward_args, dict):
-        raise ValueError(f"--reward-arg: {config.reward_args!r} is invalid; give key=value pairs (a mapping in YAML)")
-    for key, value in config.reward_args.items():
-        if not isinstance(key, str) or not isinstance(value, str | int | float | bool):
-            raise ValueError(f"--reward-arg: {key!r}={value!r} is invalid; give a name and a number or a word")
-
-
-def _check_values(config: RunConfig) -> None:
-    """Ranges and the rules' needs, after the model's defaults are in."""
-    c = config
-    if c.method not in METHODS:
-        raise _bad("method", c.method, f"choose one of {list(METHODS)}")
-    if c.rule not in RULES:
-        raise _bad("rule", c.rule, f"choose one of {list(RULES)}")
-    if c.anchoring not in ANCHORINGS:
-        raise _bad("anchoring", c.anchoring, f"choose one of {list(ANCHORINGS)}")
-    if c.sampler not in SAMPLERS:
-        raise _bad("sampler", c.sampler, f"choose one of {list(SAMPLERS)}")
-    if not (0.0 < c.cutoff < 1.0):
-        raise _bad("cutoff", c.cutoff, "it must lie strictly between 0 and 1")
-    if not (0.0 <= c.eta <= 1.0):
-        raise _bad("eta", c.eta, "it must lie in [0, 1]")
-    for name, low in (
-        ("samples", 2),
-        ("rounds", 1),
-        ("num_inference_steps", 2),
-        ("finetune_steps", 0),
-        ("batch_size", 1),
-        ("preview", 0),
-    ):
-        value = getattr(c, name)
-        if value < low:
-            raise _bad(name, value, f"it must be an integer >= {low}")
-        if name in LIMITS and value > LIMITS[name]:
-            raise _bad(name, value, f"it must be at most {LIMITS[name]:,}")
-    if not (c.lr > 0 and c.lr < 1):
-        raise _bad("lr", c.lr, "it must lie in (0, 1)")
-    if not DEVICE.fullmatch(c.device):
-        raise _bad("device", c.device, "use auto, cpu, cuda, cuda:N or mps")
-    if not 0 <= c.seed < MAX_SEED:
-        raise _bad("seed", c.seed, f"it must be an integer in [0, {MAX_SEED})")
-    if c.reward_timeout is not None and not c.reward_timeout > 0:
-        raise _bad("reward_timeout", c.reward_timeout, "it must be a number of seconds > 0")
-    if c.rule == "threshold" and c.threshold is None:
-        raise _bad("threshold", None, "the threshold rule needs --threshold")
-    if c.rule == "quantile" and (c.quantile is None or not 0.0 < c.quantile < 1.0):
-        raise _bad("quantile", c.quantile, "the quantile rule needs --quantile strictly between 0 and 1")
-    if c.rule == "best-of-n":
-        if not 2 <= c.n <= LIMITS["n"]:
-            raise _bad("n", c.n, f"best-of-n needs 2 <= n <= {LIMITS['n']:,}")
-        if c.samples % c.n:
-            raise _bad("n", c.n, f"--samples ({c.samples}) must be a multiple of n")
-    if c.rule in ("top-k", "dedup-top-k") and (c.k is None or not 1 <= c.k <= c.samples):
-        raise _bad("k", c.k, f"top-k needs 1 <= k <= --samples ({c.samples})")
-    if c.rule == "soft" and (c.beta is None or not c.beta > 0):
-        raise _bad("beta", c.beta, "the soft rule needs a temperature beta > 0")
-    if c.dedup_resolution <= 0:
-        raise _bad("dedup_resolution", c.dedup_resolution, "it must be > 0")
-    if c.preview > c.samples:
-        raise _bad("preview", c.preview, f"it must be <= --samples ({c.samples})")
-
-
-def ignored_options(config: RunConfig) -> list[str]:
-    """Values that the run will not use (a different rule's parameter, a cutoff with GRAFT, ...), as
-    warnings to show before it starts."""
-    from pgraft.registry import get_model_spec
-
-    default = {f.name: f.default for f in dataclasses.fields(config)}
-    notes = []
-    if config.method == "graft":
-        for name in ("cutoff", "anchoring"):
-            if getattr(config, name) != default[name]:
-                notes.append(f"--{name} {getattr(config, name)} has no effect with --method graft")
-    own = RULES[config.rule].param.name
-    for name in RULE_PARAMS:
-        value = getattr(config, name)
-        if name != own and value is not None and value != default[name]:
-            notes.append(f"--{name} {value} has no effect with --rule {config.rule} (it uses --{own})")
-    if config.sampler == "ddpm" and config.eta != default["eta"]:
-        notes.append(f"--eta {config.eta} has no effect with --sampler ddpm (eta = 1); use --sampler ddim")
-    if config.rule != "dedup-top-k" and config.dedup_resolution != default["dedup_resolution"]:
-        notes.append(f"--dedup-resolution {config.dedup_resolution} has no effect with --rule {config.rule}")
-    if config.dataset != default["dataset"] and "dataset" not in get_model_spec(config.model).options:
-        notes.append(f"--dataset {config.dataset} has no effect with --model {config.model}")
-    return notes
-
-
-MAX_CONFIG_BYTES = 1_000_000
-
-
-class _PlainLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` without aliases and with unique keys."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.MarkedYAMLError(
-                "while reading the file", None, "aliases (*name) are not allowed", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-        for key in keys:
-            if keys.count(key) > 1:
-                raise yaml.MarkedYAMLError("while reading a mapping", node.start_mark, f"{key!r} is given twice", None)
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_plain_yaml(path: Path, flag: str) -> Any:
-    """The data of a small, plain YAML file; every problem is a `ValueError` naming `flag`."""
-    shown = repr(str(path))
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ValueError(f"{flag}: cannot read {shown}: {exc.strerror or exc}") from None
-    if path.is_dir():
-        raise ValueError(f"{flag}: {shown} is a folder; give a YAML file")
-    if size > MAX_CONFIG_BYTES:
-        raise ValueError(f"{flag}: {shown} is {size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,}")
-    try:
-        text = path.read_text(encoding="utf-8")
-        return yaml.load(text, Loader=_PlainLoader)
-    except UnicodeDecodeError:
-        raise ValueError(f"{flag}: {shown} is not a UTF-8 text file") from None
-    except OSError as exc:
-        raise ValueError(f"{flag}: cannot read {shown}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ValueError(f"{flag}: {shown} is not plain YAML{line}: {problem}") from None

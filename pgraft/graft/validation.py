@@ -1,0 +1,134 @@
+"""Validation of a `RunConfig`: types first (a YAML file can give anything), then ranges and each rule's needs,
+and the options a run would not use. Every error is a `ValueError` naming the flag, the value and what is
+allowed."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+from pgraft.core.acceptance import RULE_PARAMS, RULES
+
+METHODS = ("graft", "pgraft")
+ANCHORINGS = ("intermediate", "final")
+SAMPLERS = ("ddpm", "ddim")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # whole strings only: fullmatch (a `$` matches before "\n")
+MAX_SEED = 2**32
+LIMITS = {"rounds": 10_000, "finetune_steps": 10_000_000, "num_inference_steps": 100_000, "n": 1_000_000}
+"""Upper bounds of values that cost only time: beyond these a value is surely a typo."""
+
+_STRINGS = ("model", "dataset", "reward", "method", "anchoring", "rule", "sampler", "device")
+_INTEGERS = ("n", "k", "samples", "rounds", "num_inference_steps", "finetune_steps", "batch_size", "preview", "seed")
+_NUMBERS = ("cutoff", "threshold", "quantile", "beta", "dedup_resolution", "eta", "lr", "reward_timeout")
+
+
+def _bad(flag: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"--{flag.replace('_', '-')}: {value!r} is invalid; {allowed}")
+
+
+def check_types(config: Any) -> None:
+    """Every field has its type (a YAML file can give anything): one error naming the flag otherwise."""
+    for name in _STRINGS:
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, str):
+            raise _bad(name, value, "give a name (text)")
+    for name in _INTEGERS:
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise _bad(name, value, "give a whole number")
+    for name in _NUMBERS:
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise _bad(name, value, "give a number")
+        if value is not None and not math.isfinite(value):
+            raise _bad(name, value, "give a finite number")
+    if not isinstance(config.prompts, list) or not all(isinstance(p, str | int) for p in config.prompts):
+        raise _bad("prompts", config.prompts, "give a list of prompts (text)")
+    object.__setattr__(config, "prompts", [str(p) for p in config.prompts])
+    if not isinstance(config.reward_args, dict):
+        raise ValueError(f"--reward-arg: {config.reward_args!r} is invalid; give key=value pairs (a mapping in YAML)")
+    for key, value in config.reward_args.items():
+        if not isinstance(key, str) or not isinstance(value, str | int | float | bool):
+            raise ValueError(f"--reward-arg: {key!r}={value!r} is invalid; give a name and a number or a word")
+
+
+def check_values(config: Any) -> None:
+    """Ranges and the rules' needs, after the model's defaults are in."""
+    c = config
+    if c.method not in METHODS:
+        raise _bad("method", c.method, f"choose one of {list(METHODS)}")
+    if c.rule not in RULES:
+        raise _bad("rule", c.rule, f"choose one of {list(RULES)}")
+    if c.anchoring not in ANCHORINGS:
+        raise _bad("anchoring", c.anchoring, f"choose one of {list(ANCHORINGS)}")
+    if c.sampler not in SAMPLERS:
+        raise _bad("sampler", c.sampler, f"choose one of {list(SAMPLERS)}")
+    if not (0.0 < c.cutoff < 1.0):
+        raise _bad("cutoff", c.cutoff, "it must lie strictly between 0 and 1")
+    if not (0.0 <= c.eta <= 1.0):
+        raise _bad("eta", c.eta, "it must lie in [0, 1]")
+    for name, low in (
+        ("samples", 2),
+        ("rounds", 1),
+        ("num_inference_steps", 2),
+        ("finetune_steps", 0),
+        ("batch_size", 1),
+        ("preview", 0),
+    ):
+        value = getattr(c, name)
+        if value < low:
+            raise _bad(name, value, f"it must be an integer >= {low}")
+        if name in LIMITS and value > LIMITS[name]:
+            raise _bad(name, value, f"it must be at most {LIMITS[name]:,}")
+    if not (c.lr > 0 and c.lr < 1):
+        raise _bad("lr", c.lr, "it must lie in (0, 1)")
+    if not DEVICE.fullmatch(c.device):
+        raise _bad("device", c.device, "use auto, cpu, cuda, cuda:N or mps")
+    if not 0 <= c.seed < MAX_SEED:
+        raise _bad("seed", c.seed, f"it must be an integer in [0, {MAX_SEED})")
+    if c.reward_timeout is not None and not c.reward_timeout > 0:
+        raise _bad("reward_timeout", c.reward_timeout, "it must be a number of seconds > 0")
+    if c.rule == "threshold" and c.threshold is None:
+        raise _bad("threshold", None, "the threshold rule needs --threshold")
+    if c.rule == "quantile" and (c.quantile is None or not 0.0 < c.quantile < 1.0):
+        raise _bad("quantile", c.quantile, "the quantile rule needs --quantile strictly between 0 and 1")
+    if c.rule == "best-of-n":
+        if not 2 <= c.n <= LIMITS["n"]:
+            raise _bad("n", c.n, f"best-of-n needs 2 <= n <= {LIMITS['n']:,}")
+        if c.samples % c.n:
+            raise _bad("n", c.n, f"--samples ({c.samples}) must be a multiple of n")
+    if c.rule in ("top-k", "dedup-top-k") and (c.k is None or not 1 <= c.k <= c.samples):
+        raise _bad("k", c.k, f"top-k needs 1 <= k <= --samples ({c.samples})")
+    if c.rule == "soft" and (c.beta is None or not c.beta > 0):
+        raise _bad("beta", c.beta, "the soft rule needs a temperature beta > 0")
+    if c.dedup_resolution <= 0:
+        raise _bad("dedup_resolution", c.dedup_resolution, "it must be > 0")
+    if c.preview > c.samples:
+        raise _bad("preview", c.preview, f"it must be <= --samples ({c.samples})")
+
+
+def ignored_options(config: Any) -> list[str]:
+    """Values that the run will not use (a different rule's parameter, a cutoff with GRAFT, ...), as
+    warnings to show before it starts."""
+    from pgraft.registry import get_model_spec
+
+    default = {f.name: f.default for f in dataclasses.fields(config)}
+    notes = []
+    if config.method == "graft":
+        for name in ("cutoff", "anchoring"):
+            if getattr(config, name) != default[name]:
+                notes.append(f"--{name} {getattr(config, name)} has no effect with --method graft")
+    own = RULES[config.rule].param.name
+    for name in RULE_PARAMS:
+        value = getattr(config, name)
+        if name != own and value is not None and value != default[name]:
+            notes.append(f"--{name} {value} has no effect with --rule {config.rule} (it uses --{own})")
+    if config.sampler == "ddpm" and config.eta != default["eta"]:
+        notes.append(f"--eta {config.eta} has no effect with --sampler ddpm (eta = 1); use --sampler ddim")
+    if config.rule != "dedup-top-k" and config.dedup_resolution != default["dedup_resolution"]:
+        notes.append(f"--dedup-resolution {config.dedup_resolution} has no effect with --rule {config.rule}")
+    if config.dataset != default["dataset"] and "dataset" not in get_model_spec(config.model).options:
+        notes.append(f"--dataset {config.dataset} has no effect with --model {config.model}")
+    return notes
