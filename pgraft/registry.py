@@ -63,9 +63,17 @@ def get_domain(name: str) -> Domain:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        raise ValueError(f"--model: unknown {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name]
+    """The spec of a registered model, or of one a domain recognises (a pipeline folder as `--model PATH`)."""
+    if name in MODELS:
+        return MODELS[name]
+    if not isinstance(name, str):
+        raise ValueError(f"--model: {name!r} is invalid; give a model name or folder")
+    for domain in DOMAINS.values():
+        if domain.resolve_model is not None:
+            spec = domain.resolve_model(name)
+            if spec is not None:
+                return spec
+    raise ValueError(f"--model: unknown {name!r}; choose one of {sorted(MODELS)} or give a diffusers pipeline folder")
 
 
 def domain_of(model: str) -> Domain:
@@ -81,15 +89,9 @@ def load_model(name: str, device: str = "cpu", **options: Any) -> Any:
 
 
 def default_reward(model: str) -> str:
-    """The reward a model starts with: for a prompted model one that reads the prompts (when its domain has
-    one), else its domain's default."""
+    """The reward a model starts with: its own (`ModelSpec.default_reward`), else its domain's."""
     spec = get_model_spec(model)
-    domain = get_domain(spec.domain)
-    if spec.conditional:
-        prompted = [n for n in rewards_for(domain.name) if REWARDS[n].takes_prompts]
-        if prompted:
-            return prompted[0]
-    return domain.default_reward
+    return spec.default_reward or get_domain(spec.domain).default_reward
 
 
 def rewards_for(domain: str) -> list[str]:

@@ -38,6 +38,8 @@ class Reward:
     takes_prompts: bool = False
     timeout: float | None = None
     """Seconds one call may take (`--reward-timeout`); `score` enforces it wherever the reward is called."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """The arguments it was built with (evaluators may read them, e.g. the feature model of a reward)."""
 
     def __call__(self, x: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
         return self.fn(x, prompts) if self.takes_prompts else self.fn(x)
@@ -83,7 +85,9 @@ def build_reward(
     params = {k: _typed(name, k, args[k], v) if k in args else v for k, v in spec.params.items()}
     fn = spec.factory(context or {}, **params)
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
-    return Reward(f"{name}({shown})" if shown else name, domain, fn, spec.description, spec.takes_prompts)
+    return Reward(
+        f"{name}({shown})" if shown else name, domain, fn, spec.description, spec.takes_prompts, args=dict(params)
+    )
 
 
 def _typed(reward: str, key: str, value: Any, default: Any) -> Any:

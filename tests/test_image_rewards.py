@@ -199,7 +199,7 @@ def test_mean_pairwise_distance():
 def test_sample_grids_frame_accepted_candidates_in_green():
     from PIL import Image
 
-    from pgraft.domains.digits.grids import ACCEPTED, REJECTED, candidates_png, preview_png
+    from pgraft.images import ACCEPTED, REJECTED, candidates_png, preview_png
 
     samples = to_model(digits_split().held_x[:40])
     groups = torch.arange(2).repeat_interleave(20)

@@ -107,6 +107,11 @@ class VPProcess(NoiseProcess):
     The default betas are linear: with "squaredcos_cap_v2", `a_T ≈ 5e-5` while `a` one sampling step later is
     ~300x larger, so the first "trailing" step multiplies any ε error of a fine-tuned model by ~300 and the
     fine-tuned sampler drifts (measured on the toy: reward 3.7 against a target of 2.3).
+
+    The sampling grid is diffusers' DDIM grid with `timestep_spacing` "trailing" (the default: the first step
+    at pure noise) or "leading" with a `steps_offset` (Stable Diffusion folders: 901, 801, ..., 1 for ten
+    steps). Both step from `t` to `t − T // n`, which is the grid's own previous point; "linspace" is not
+    (diffusers issue 12633), so a folder that asks for it samples on the "trailing" grid instead.
     """
 
     kind = "vp"
@@ -118,8 +123,19 @@ class VPProcess(NoiseProcess):
         prediction_type: PredictionType = "epsilon",
         beta_start: float = 0.0001,
         beta_end: float = 0.02,
+        timestep_spacing: str = "trailing",
+        steps_offset: int = 0,
+        set_alpha_to_one: bool = True,
     ) -> None:
         from diffusers import DDPMScheduler
+
+        if timestep_spacing not in ("trailing", "leading"):
+            timestep_spacing, steps_offset = "trailing", 0  # "linspace" steps to the wrong previous point
+        self.timestep_spacing, self.steps_offset, self.set_alpha_to_one = (
+            timestep_spacing,
+            steps_offset,
+            set_alpha_to_one,
+        )
 
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
@@ -147,11 +163,14 @@ class VPProcess(NoiseProcess):
             prediction_type=config.get("prediction_type", "epsilon"),
             beta_start=float(config.get("beta_start", 0.0001)),
             beta_end=float(config.get("beta_end", 0.02)),
+            timestep_spacing=str(config.get("timestep_spacing", "trailing")),
+            steps_offset=int(config.get("steps_offset", 0)),
+            set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
         )
 
     def config(self) -> dict[str, Any]:
         c = self.train_scheduler.config
-        return {
+        out = {
             "kind": "vp",
             "num_train_timesteps": c.num_train_timesteps,
             "beta_schedule": c.beta_schedule,
@@ -159,6 +178,13 @@ class VPProcess(NoiseProcess):
             "beta_start": c.beta_start,
             "beta_end": c.beta_end,
         }
+        if (self.timestep_spacing, self.steps_offset, self.set_alpha_to_one) != ("trailing", 0, True):
+            out.update(
+                timestep_spacing=self.timestep_spacing,
+                steps_offset=self.steps_offset,
+                set_alpha_to_one=self.set_alpha_to_one,
+            )
+        return out
 
     def coefficients(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ab = self.alphas_cumprod[timesteps.detach().to("cpu").round().long()].to(timesteps.device)
@@ -167,8 +193,14 @@ class VPProcess(NoiseProcess):
     def check_steps(self, num_inference_steps: int) -> None:
         """diffusers' DDIM steps from `t` to `t − T // n`: a grid whose spacing is not exactly `T // n` would
         step to states the next model call does not expect (measured on the exact toy: 400 steps lose a
-        quarter of the smallest mode). So `n` must divide `T`."""
-        if self.num_train_timesteps % num_inference_steps:
+        quarter of the smallest mode). So on the "trailing" grid `n` must divide `T`; the "leading" grid steps
+        by `T // n` whatever `n`."""
+        if num_inference_steps > self.num_train_timesteps:
+            raise ValueError(
+                f"--num-inference-steps: {num_inference_steps} is more than the model's "
+                f"{self.num_train_timesteps} training timesteps"
+            )
+        if self.timestep_spacing == "trailing" and self.num_train_timesteps % num_inference_steps:
             divisors = [d for d in range(2, self.num_train_timesteps + 1) if self.num_train_timesteps % d == 0]
             raise ValueError(
                 f"--num-inference-steps: {num_inference_steps} does not divide the {self.num_train_timesteps} "
@@ -184,10 +216,10 @@ class VPProcess(NoiseProcess):
         # "linspace" (diffusers issue 12633); set_alpha_to_one makes the last step land on x̂_0.
         scheduler = DDIMScheduler.from_config(
             self.train_scheduler.config,
-            timestep_spacing="trailing",
+            timestep_spacing=self.timestep_spacing,
             clip_sample=False,
-            set_alpha_to_one=True,
-            steps_offset=0,
+            set_alpha_to_one=self.set_alpha_to_one,
+            steps_offset=self.steps_offset,
         )
         scheduler.set_timesteps(num_inference_steps)
         return scheduler

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-BUILTIN = ("toy2d", "digits")
+BUILTIN = ("toy2d", "digits", "t2i")
 
 
 def builtin_domains() -> list[Any]:

@@ -46,6 +46,8 @@ class ModelSpec:
     """Prompted: the model takes `--prompts`."""
     kind: str = "vp"
     """"vp" (DDPM/DDIM) or "flow" (rectified flow): known without loading the weights."""
+    default_reward: str | None = None
+    """The reward this model starts with, when not its domain's (a prompted model's prompt-following one)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,9 @@ class Domain:
     a base model, where the domain has a closed form (the toy's mixture)."""
     inc: IncSupport | None = None
     pretrain: Mapping[str, Pretrainer] = field(default_factory=dict)
+    resolve_model: Callable[[str], ModelSpec | None] | None = None
+    """Models that are not registered by name: `resolve_model(name)` gives a spec for a name the domain
+    recognises (a pipeline folder for text-to-image), None otherwise."""
 
     def __post_init__(self) -> None:
         for name, spec in self.models.items():

@@ -27,6 +27,7 @@ from pgraft.graft.validation import (  # noqa: F401  (the config's vocabulary, i
     check_types,
     check_values,
     ignored_options,
+    read_prompt_file,
 )
 
 DEFAULT_PREVIEW = 512
@@ -184,9 +185,30 @@ class RunConfig:
     reward_timeout: float | None = _help(
         "seconds a reward may take for one batch before the run stops, naming it (default: no limit)", default=None
     )
+    # -- pipeline models (a diffusers folder as --model) ----------------------------------------------------
+    prompt_file: str | None = _help(
+        "a UTF-8 file of prompts, one a line (added to --prompts; config.yaml then holds the prompts)", default=None
+    )
+    negative_prompt: str = _help("pipelines: the negative prompt of classifier-free guidance", default="")
+    guidance_scale: float = _help(
+        "pipelines: classifier-free guidance scale (1: none); sampling and fine-tuning use the same guided output",
+        default=7.5,
+    )
+    height: int | None = _help("pipelines: image height in pixels (default: the folder's)", default=None)
+    width: int | None = _help("pipelines: image width in pixels (default: the folder's)", default=None)
+    dtype: str = _help("pipelines: auto (bf16 on a GPU, fp32 on a CPU), fp32, bf16 or fp16", default="auto")
+    lora_rank: int = _help("pipelines: LoRA rank of the fine-tuned adapter", default=8)
+    lora_alpha: float | None = _help("pipelines: LoRA alpha (default: the rank)", default=None)
+    lora_targets: list[str] = _help(
+        "pipelines: modules the LoRA adapts (default: the attention projections to_q to_k to_v to_out.0)",
+        default_factory=list,
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
+        if self.prompt_file is not None:  # read once: the config then holds the prompts themselves
+            object.__setattr__(self, "prompts", [*self.prompts, *read_prompt_file(self.prompt_file)])
+            object.__setattr__(self, "prompt_file", None)
         # Frozen: the model's defaults are resolved in place, so config.yaml holds the numbers.
         for name, value in model_defaults(self.model).items():
             if getattr(self, name) is None:

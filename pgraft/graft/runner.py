@@ -31,7 +31,7 @@ from pgraft.families.base import DiffusionAdapter, cat_rows
 from pgraft.graft.budget import check_disk
 from pgraft.graft.config import RunConfig, ignored_options
 from pgraft.graft.setup import RunSetup, build_setup
-from pgraft.graft.storage import RunStore
+from pgraft.graft.storage import RunStore, weights_name
 from pgraft.rewards import score
 
 PREVIEW_STREAM = 0
@@ -144,7 +144,7 @@ class RoundRunner:
             start = self.store.prepare(cfg)
             if start:
                 previous = self._load_round(start - 1)
-                weights = self.store.round_dir(start - 1) / "model.safetensors"
+                weights = self.store.round_dir(start - 1) / weights_name(self.setup.base)
                 if weights.exists():  # absent while no round has accepted anything: the base is current
                     current = self.setup.base.trainable_copy(seed=cfg.seed * 7919 + start - 1)
                     current.load_weights(weights)

@@ -43,7 +43,9 @@ def build_setup(config: RunConfig, allow_import: bool = False, base: Any | None 
     if not spec.conditional and config.prompts:
         raise ValueError(f"--prompts: {config.model!r} is not a prompted model; leave --prompts out")
     device = resolve_device(config.device)
-    base = base or load_model(config.model, device=device, dataset=config.dataset)
+    if base is None:
+        options = {name: getattr(config, name) for name in spec.options if hasattr(config, name)}
+        base = load_model(config.model, device=device, **options)
     reward = make_reward(
         config.reward, base.domain, config.reward_args, reward_context(base), allow_import=allow_import
     ).with_timeout(config.reward_timeout)
@@ -66,10 +68,7 @@ def build_setup(config: RunConfig, allow_import: bool = False, base: Any | None 
     check_memory(config, base, device)
     evaluator = make_evaluator(base, reward, make_rule_for(config, None), cut_ts, config, list(config.prompts))
     rule = make_rule_for(config, evaluator.dedup_key(config.dedup_resolution))
-    cond = None
-    if spec.conditional:
-        assert base.encode_prompts is not None
-        cond = base.encode_prompts(config.prompts)
+    cond = base.encode(config.prompts) if spec.conditional else None
     return RunSetup(config, base, reward, rule, evaluator, cut_ts, list(config.prompts), cond)
 
 

@@ -6,7 +6,8 @@ Layout::
     OUT/config.yaml                 the resolved RunConfig
     OUT/metrics.csv                 one row per completed round (round 0 is the base model)
     OUT/rounds/round_003/           samples.safetensors (samples, rewards, accepted, seeds, x_cut, preview)
-                                    metrics.json, model.safetensors (fine-tuned network, rounds >= 1)
+                                    metrics.json, model.safetensors (fine-tuned network, rounds >= 1; for a
+                                    pipeline the LoRA, pytorch_lora_weights.safetensors)
 
 A round is written into a hidden temporary folder and renamed into place in one step, so a crash or a
 cancellation leaves only complete rounds; `metrics.csv` is rebuilt from the round folders after each
@@ -151,7 +152,7 @@ class RunStore:
         tmp.mkdir(parents=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "samples.safetensors"))
         if model is not None:
-            model.save(tmp / "model.safetensors", extra={"round": r})
+            model.save(tmp / weights_name(model), extra={"round": r})
         for name, data in (files or {}).items():
             if Path(name).name != name or name.startswith("."):
                 raise ValueError(f"round file: {name!r} must be a plain file name")
@@ -184,6 +185,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def weights_name(model: Any) -> str:
+    """The file a round's fine-tuned weights go to: the family's (`weights_name`), else `model.safetensors`."""
+    return str(getattr(model, "weights_name", "model.safetensors"))
 
 
 def check_out(out: Path) -> None:

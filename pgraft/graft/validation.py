@@ -19,9 +19,47 @@ MAX_SEED = 2**32
 LIMITS = {"rounds": 10_000, "finetune_steps": 10_000_000, "num_inference_steps": 100_000, "n": 1_000_000}
 """Upper bounds of values that cost only time: beyond these a value is surely a typo."""
 
-_STRINGS = ("model", "dataset", "reward", "method", "anchoring", "rule", "sampler", "device")
-_INTEGERS = ("n", "k", "samples", "rounds", "num_inference_steps", "finetune_steps", "batch_size", "preview", "seed")
-_NUMBERS = ("cutoff", "threshold", "quantile", "beta", "dedup_resolution", "eta", "lr", "reward_timeout")
+_STRINGS = (
+    "model",
+    "dataset",
+    "reward",
+    "method",
+    "anchoring",
+    "rule",
+    "sampler",
+    "device",
+    "prompt_file",
+    "negative_prompt",
+    "dtype",
+)
+_INTEGERS = (
+    "n",
+    "k",
+    "samples",
+    "rounds",
+    "num_inference_steps",
+    "finetune_steps",
+    "batch_size",
+    "preview",
+    "seed",
+    "height",
+    "width",
+    "lora_rank",
+)
+_NUMBERS = (
+    "cutoff",
+    "threshold",
+    "quantile",
+    "beta",
+    "dedup_resolution",
+    "eta",
+    "lr",
+    "reward_timeout",
+    "guidance_scale",
+    "lora_alpha",
+)
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+MAX_PROMPTS = 10_000
 
 
 def _bad(flag: str, value: Any, allowed: str) -> ValueError:
@@ -47,6 +85,8 @@ def check_types(config: Any) -> None:
     if not isinstance(config.prompts, list) or not all(isinstance(p, str | int) for p in config.prompts):
         raise _bad("prompts", config.prompts, "give a list of prompts (text)")
     object.__setattr__(config, "prompts", [str(p) for p in config.prompts])
+    if not isinstance(config.lora_targets, list) or not all(isinstance(m, str) and m for m in config.lora_targets):
+        raise _bad("lora_targets", config.lora_targets, "give a list of module names (e.g. to_q to_k)")
     if not isinstance(config.reward_args, dict):
         raise ValueError(f"--reward-arg: {config.reward_args!r} is invalid; give key=value pairs (a mapping in YAML)")
     for key, value in config.reward_args.items():
@@ -90,6 +130,22 @@ def check_values(config: Any) -> None:
         raise _bad("seed", c.seed, f"it must be an integer in [0, {MAX_SEED})")
     if c.reward_timeout is not None and not c.reward_timeout > 0:
         raise _bad("reward_timeout", c.reward_timeout, "it must be a number of seconds > 0")
+    if c.dtype not in DTYPES:
+        raise _bad("dtype", c.dtype, f"choose one of {list(DTYPES)}")
+    if not 0 <= c.guidance_scale <= 100:
+        raise _bad("guidance_scale", c.guidance_scale, "it must lie in [0, 100] (1: no guidance)")
+    for name in ("height", "width"):
+        value = getattr(c, name)
+        if value is not None and not 8 <= value <= 4096:
+            raise _bad(name, value, "it must be a number of pixels in [8, 4096]")
+    if not 1 <= c.lora_rank <= 1024:
+        raise _bad("lora_rank", c.lora_rank, "it must be an integer in [1, 1024]")
+    if c.lora_alpha is not None and not c.lora_alpha > 0:
+        raise _bad("lora_alpha", c.lora_alpha, "it must be > 0")
+    if len(c.prompts) > MAX_PROMPTS:
+        raise _bad("prompts", f"{len(c.prompts)} prompts", f"give at most {MAX_PROMPTS:,}")
+    if any(not p.strip() for p in c.prompts):
+        raise _bad("prompts", c.prompts, "every prompt must have text")
     if c.rule == "threshold" and c.threshold is None:
         raise _bad("threshold", None, "the threshold rule needs --threshold")
     if c.rule == "quantile" and (c.quantile is None or not 0.0 < c.quantile < 1.0):
@@ -129,6 +185,35 @@ def ignored_options(config: Any) -> list[str]:
         notes.append(f"--eta {config.eta} has no effect with --sampler ddpm (eta = 1); use --sampler ddim")
     if config.rule != "dedup-top-k" and config.dedup_resolution != default["dedup_resolution"]:
         notes.append(f"--dedup-resolution {config.dedup_resolution} has no effect with --rule {config.rule}")
-    if config.dataset != default["dataset"] and "dataset" not in get_model_spec(config.model).options:
-        notes.append(f"--dataset {config.dataset} has no effect with --model {config.model}")
+    options = get_model_spec(config.model).options
+    for name in ("dataset", "negative_prompt", "guidance_scale", "height", "width", "dtype", "lora_rank", "lora_alpha"):
+        value = getattr(config, name)
+        if value != default[name] and name not in options:
+            notes.append(f"--{name.replace('_', '-')} {value} has no effect with --model {config.model}")
+    if config.lora_targets and "lora_targets" not in options:
+        notes.append(f"--lora-targets has no effect with --model {config.model}")
     return notes
+
+
+def read_prompt_file(path: str) -> list[str]:
+    """The prompts of a file, one a line (blank lines skipped): `ValueError` naming `--prompt-file` otherwise."""
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    shown = repr(path)
+    if not file.is_file():
+        raise ValueError(f"--prompt-file: {shown} is not a file")
+    if file.stat().st_size > 1_000_000:
+        raise ValueError(f"--prompt-file: {shown} is over 1 MB; give at most {MAX_PROMPTS:,} prompts")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"--prompt-file: {shown} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ValueError(f"--prompt-file: cannot read {shown}: {exc.strerror or exc}") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompt-file: {shown} holds no prompt (one a line)")
+    if len(prompts) > MAX_PROMPTS:
+        raise ValueError(f"--prompt-file: {shown} holds {len(prompts):,} prompts; give at most {MAX_PROMPTS:,}")
+    return prompts

@@ -43,6 +43,7 @@ MODELS = {
         NAME,
         "8x8 digits, class-conditional UNet2DModel DDPM; the prompt is the digit ('7', 'a 7', 'seven')",
         conditional=True,
+        default_reward="prompt-match",
     ),
     "digits-flow": ModelSpec(
         _load("digits-flow"), NAME, "8x8 digits, UNet2DModel rectified flow (651 k parameters)", kind="flow"

@@ -25,28 +25,9 @@ from typing import Any
 
 import torch
 
+from pgraft.features import frechet_distance, gaussian_stats, mean_pairwise_distance
+
 CONFIDENT = 0.9
-
-
-def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and (unbiased) covariance of `(N, D)` features, float64."""
-    f = features.double()
-    return f.mean(0), torch.atleast_2d(torch.cov(f.T))
-
-
-def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: torch.Tensor) -> float:
-    """`‖μ₁ − μ₂‖² + tr(C₁ + C₂ − 2 (C₁^½ C₂ C₁^½)^½)`, the 2-Wasserstein distance² of two Gaussians.
-
-    Both square roots come from symmetric eigen-decompositions (eigenvalues clamped at 0), so no complex
-    parts or `sqrtm` round-off appear; `tr (C₁^½ C₂ C₁^½)^½ = tr (C₁ C₂)^½`.
-    """
-    c1, c2 = cov1.double(), cov2.double()
-    w, v = torch.linalg.eigh(c1)
-    root1 = (v * w.clamp_min(0).sqrt()) @ v.T
-    middle = root1 @ c2 @ root1
-    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
-    diff = mu1.double() - mu2.double()
-    return max(0.0, float(diff @ diff + c1.trace() + c2.trace() - 2 * cross))  # ≥ 0 up to round-off
 
 
 def classifier_features(x_unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,15 +68,6 @@ def frechet_to_held_out(x_unit: torch.Tensor, classes: tuple[int, ...] | None = 
 def class_histogram(probs: torch.Tensor) -> torch.Tensor:
     """Fraction of samples whose most probable class is each digit, `(10,)`."""
     return torch.bincount(probs.argmax(-1), minlength=10).double() / max(1, len(probs))
-
-
-def mean_pairwise_distance(features: torch.Tensor, max_samples: int = 1024) -> float:
-    """Mean Euclidean distance between distinct samples (the first `max_samples`), a diversity figure."""
-    f = features[:max_samples].double()
-    n = len(f)
-    if n < 2:
-        return 0.0
-    return float(torch.cdist(f, f).sum() / (n * (n - 1)))
 
 
 class DigitsEvaluator:
@@ -149,7 +121,7 @@ class DigitsEvaluator:
 
     def round_artifacts(self, result: Any) -> dict[str, bytes]:
         """PNG grids: the preview (same seeds every round) and the candidates with the accepted ones framed."""
-        from pgraft.domains.digits.grids import candidates_png, preview_png
+        from pgraft.images import candidates_png, preview_png
 
         return {
             "preview.png": preview_png(result.preview_samples, result.preview_groups),

@@ -18,15 +18,12 @@ prompts, when it takes a second argument).
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-import numpy as np
 import torch
 
+from pgraft.images import JPEG_QUALITY, jpeg_size  # noqa: F401  (shared with the other image domains)
 from pgraft.rewards import RewardFn, RewardSpec, SampleView
-
-JPEG_QUALITY = 95
 
 
 # --- pixel functions on (N, C, H, W) floats in [0, 1] -------------------------------------------------
@@ -52,24 +49,6 @@ def thickness(p: torch.Tensor) -> torch.Tensor:
 
 def symmetry(p: torch.Tensor) -> torch.Tensor:
     return 1 - (p.double() - p.double().flip(-1)).abs().flatten(1).mean(1)
-
-
-def jpeg_size(p: torch.Tensor, quality: int = JPEG_QUALITY) -> torch.Tensor:
-    """Size in bytes of each image encoded as a JPEG by PIL (grayscale for one channel)."""
-    from PIL import Image
-
-    arr = (p.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    sizes = []
-    for img in arr:
-        pil = (
-            Image.fromarray(img[0])
-            if img.shape[0] == 1
-            else Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0)))
-        )
-        buf = io.BytesIO()
-        pil.save(buf, format="JPEG", quality=quality)
-        sizes.append(buf.tell())
-    return torch.tensor(sizes, dtype=torch.float64)
 
 
 # --- reward factories ----------------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""One peft LoRA adapter on a pipeline's denoiser, shared by every view of a base model (docs: scaleout §1–2).
+
+A pipeline is loaded once; its UNet (or transformer) carries one adapter, "graft". A *view* of the model is
+a set of LoRA weights (`None` for the base): before a view predicts, `LoraSlot.use(view)` loads its weights
+into the adapter and enables it, or disables the adapter for the base. The stitched sampler therefore
+switches between the fine-tuned model above the cutoff and the untouched base below it with one copy of
+the network and no fuse/unfuse (which does not restore bf16 weights exactly). The trainable weights are fp32
+whatever the pipeline's dtype (`cast_training_params`: bf16 would round most Adam steps away).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ADAPTER = "graft"
+DEFAULT_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
+WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+class LoraSlot:
+    """The adapter of one denoiser and which view's weights it holds."""
+
+    def __init__(self, denoiser: Any, rank: int, alpha: float | None, targets: tuple[str, ...]) -> None:
+        self.denoiser = denoiser
+        self.rank, self.alpha, self.targets = rank, alpha if alpha is not None else float(rank), targets
+        self.added = False
+        self.holder: object | None = None
+        self.lock = threading.RLock()
+
+    def _add(self) -> None:
+        if self.added:
+            return
+        from diffusers.training_utils import cast_training_params
+        from peft import LoraConfig
+
+        config = LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,  # type: ignore[arg-type]
+            init_lora_weights="gaussian",
+            target_modules=list(self.targets),
+        )
+        try:
+            self.denoiser.add_adapter(config, adapter_name=ADAPTER)
+        except ValueError as exc:
+            raise ValueError(
+                f"--lora-targets: {list(self.targets)} do not name modules of the denoiser: {exc}"
+            ) from None
+        cast_training_params(self.denoiser, dtype=torch.float32)
+        self.added = True
+
+    def fresh(self, seed: int) -> dict[str, torch.Tensor]:
+        """New LoRA weights initialised from `seed` (B = 0, so the adapter starts equal to the base)."""
+        from peft.tuners.lora import LoraLayer
+
+        with self.lock:
+            self._add()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                for module in self.denoiser.modules():
+                    if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
+                        module.reset_lora_parameters(ADAPTER, "gaussian")
+            self.holder = None
+            return self.state()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The adapter's current weights (peft names, fp32, on the CPU)."""
+        from peft.utils import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(self.denoiser, adapter_name=ADAPTER)
+        return {k: v.detach().to("cpu", torch.float32).clone() for k, v in state.items()}
+
+    def use(self, view: object, weights: dict[str, torch.Tensor] | None) -> None:
+        """Make the denoiser compute `view`: its LoRA `weights`, or the bare base for None."""
+        with self.lock:
+            if weights is None:
+                if self.added:
+                    self.denoiser.disable_adapters()
+                self.holder = None
+                return
+            self._add()
+            if self.holder is not view:
+                from peft.utils import set_peft_model_state_dict
+
+                set_peft_model_state_dict(self.denoiser, weights, adapter_name=ADAPTER)
+                self.holder = view
+            self.denoiser.enable_adapters()
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for n, p in self.denoiser.named_parameters() if "lora_" in n and f".{ADAPTER}." in n]
+
+
+def save_diffusers_lora(pipeline_class: Any, weights: dict[str, torch.Tensor], folder: Path) -> Path:
+    """Write `weights` as the diffusers LoRA file a stock pipeline loads with `load_lora_weights(folder)`."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pipeline_class.save_lora_weights(
+        save_directory=str(folder), unet_lora_layers=convert_state_dict_to_diffusers(weights), weight_name=WEIGHTS
+    )
+    return folder / WEIGHTS
+
+
+def load_diffusers_lora(pipeline_class: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The peft-named weights of a diffusers LoRA file written by `save_diffusers_lora` (safetensors only)."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    state, _alphas = pipeline_class.lora_state_dict(str(path.parent), weight_name=path.name, use_safetensors=True)
+    unet = {k[len("unet.") :]: v for k, v in state.items() if k.startswith("unet.")}
+    converted = convert_unet_state_dict_to_peft(unet)
+    return {k: v.to(torch.float32) for k, v in converted.items()}
