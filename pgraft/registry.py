@@ -25,10 +25,14 @@ REWARDS: dict[str, RewardSpec] = {}
 
 
 def register_domain(domain: Domain) -> Domain:
-    """Add a domain with its models and rewards (a later registration of the same name replaces it)."""
+    """Add a domain with its models and rewards (a later registration of the same name replaces it).
+
+    Reward names are per domain: two domains may both have `jpeg-compressibility`. `REWARDS` lists every name
+    once (the first domain's spec, or one added with `register_reward`); `domain_rewards` is the full view."""
     DOMAINS[domain.name] = domain
     MODELS.update(domain.models)
-    REWARDS.update(domain.rewards)
+    for name, spec in domain.rewards.items():
+        REWARDS.setdefault(name, spec)
     return domain
 
 
@@ -94,8 +98,18 @@ def default_reward(model: str) -> str:
     return spec.default_reward or get_domain(spec.domain).default_reward
 
 
+def domain_rewards(domain: str) -> dict[str, RewardSpec]:
+    """The rewards of a domain by name: those it declares, and those added with `register_reward`."""
+    declared = dict(DOMAINS[domain].rewards) if domain in DOMAINS else {}
+    return {**declared, **{n: s for n, s in REWARDS.items() if s.domain == domain}}
+
+
+def reward_spec(name: str, domain: str) -> RewardSpec | None:
+    return domain_rewards(domain).get(name)
+
+
 def rewards_for(domain: str) -> list[str]:
-    return sorted(n for n, s in REWARDS.items() if s.domain == domain)
+    return sorted(domain_rewards(domain))
 
 
 def sample_view(domain: str) -> SampleView:
@@ -129,13 +143,14 @@ def make_reward(
                 f"--reward: {name!r} looks like module:function; user rewards are only allowed from the command line"
             )
         return import_reward(name, sample_view(domain))
-    if name not in REWARDS:
+    spec = reward_spec(name, domain)
+    if spec is None:
+        other = REWARDS.get(name)
+        if other is not None:
+            raise ValueError(
+                f"--reward: {name!r} is for {other.domain} models, not {domain}; choose one of {rewards_for(domain)}"
+            )
         raise ValueError(f"--reward: unknown {name!r}; choose one of {rewards_for(domain)} or give module:function")
-    spec = REWARDS[name]
-    if spec.domain != domain:
-        raise ValueError(
-            f"--reward: {name!r} is for {spec.domain} models, not {domain}; choose one of {rewards_for(domain)}"
-        )
     return build_reward(name, spec, domain, args, context)
 
 
@@ -157,6 +172,7 @@ __all__ = [
     "RuleParam",
     "default_reward",
     "domain_of",
+    "domain_rewards",
     "get_domain",
     "get_model_spec",
     "load_model",

@@ -32,12 +32,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_rewards(args: argparse.Namespace) -> int:
-    from pgraft.registry import REWARDS, get_model_spec, rewards_for, sample_view
+    from pgraft.registry import domain_rewards, get_model_spec, sample_view
 
     model = get_model_spec(args.model)
     domain = model.domain
-    for name in rewards_for(domain):
-        reward = REWARDS[name]
+    for name, reward in sorted(domain_rewards(domain).items()):
         params = ", ".join(f"{k}={v}" for k, v in reward.params.items())
         print(f"{name:16s} {reward.description}" + (f"  [args: {params}]" if params else ""))
     print(f"module:function  your own reward: takes {sample_view(domain).description}, returns one float per sample")

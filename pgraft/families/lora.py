@@ -93,13 +93,23 @@ class LoraSlot:
         return [p for n, p in self.denoiser.named_parameters() if "lora_" in n and f".{ADAPTER}." in n]
 
 
-def save_diffusers_lora(pipeline_class: Any, weights: dict[str, torch.Tensor], folder: Path) -> Path:
-    """Write `weights` as the diffusers LoRA file a stock pipeline loads with `load_lora_weights(folder)`."""
+def save_diffusers_lora(
+    pipeline_class: Any, weights: dict[str, torch.Tensor], folder: Path, slot: LoraSlot | None = None
+) -> Path:
+    """Write `weights` as the diffusers LoRA file a stock pipeline loads with `load_lora_weights(folder)`; with
+    the slot's LoRA config in the metadata, so the pipeline scales the adapter by the same alpha / rank."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
     folder.mkdir(parents=True, exist_ok=True)
+    metadata = None
+    if slot is not None and slot.added:
+        config = slot.denoiser.peft_config[ADAPTER].to_dict()
+        metadata = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
     pipeline_class.save_lora_weights(
-        save_directory=str(folder), unet_lora_layers=convert_state_dict_to_diffusers(weights), weight_name=WEIGHTS
+        save_directory=str(folder),
+        unet_lora_layers=convert_state_dict_to_diffusers(weights),
+        weight_name=WEIGHTS,
+        unet_lora_adapter_metadata=metadata,
     )
     return folder / WEIGHTS
 

@@ -98,12 +98,17 @@ class StableDiffusionAdapter:
                 self.device,
                 1,
                 self.guided,
-                negative_prompt=[self.options.negative_prompt] * len(prompts) if self.guided else None,
+                negative_prompt=self._negative(len(prompts)),
             )
         tensors = {"prompt_embeds": pe.float().cpu()}
         if self.guided:
             tensors["negative_prompt_embeds"] = npe.float().cpu()
         return Cond(tensors)
+
+    def _negative(self, n: int) -> list[str] | None:
+        """The negative prompts of `n` rows; None for none given, as the pipelines take it (SDXL then uses zeros,
+        its `force_zeros_for_empty_prompt`)."""
+        return [self.options.negative_prompt] * n if self.guided and self.options.negative_prompt else None
 
     def _unet(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, negative: bool) -> torch.Tensor:
         key = "negative_prompt_embeds" if negative else "prompt_embeds"
@@ -182,7 +187,7 @@ class StableDiffusionAdapter:
         weights = self.slot.state() if self.slot.holder is self else self.lora
         if weights is None:
             raise ValueError("the base model has no fine-tuned weights to save")
-        save_diffusers_lora(type(self.pipe), weights, path.parent)
+        save_diffusers_lora(type(self.pipe), weights, path.parent, self.slot)
         written = path.parent / WEIGHTS
         if written != path:
             written.replace(path)
@@ -208,7 +213,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
     """SDXL: two text encoders, pooled text embeddings and the size/crop time ids as added conditions."""
 
     def encode(self, prompts: list[str]) -> Cond:
-        neg = [self.options.negative_prompt] * len(prompts) if self.guided else None
+        neg = self._negative(len(prompts))
         with torch.no_grad():
             pe, npe, pooled, npooled = self.pipe.encode_prompt(
                 prompt=list(prompts),

@@ -15,7 +15,7 @@ from pgraft.core.acceptance import RULES
 from pgraft.core.process import NoiseProcess
 from pgraft.core.sampling import snap_cutoff
 from pgraft.graft.config import DEFAULT_PREVIEW, RunConfig
-from pgraft.registry import REWARDS, default_reward, domain_of, get_model_spec, rewards_for
+from pgraft.registry import REWARDS, default_reward, domain_of, domain_rewards, get_model_spec, reward_spec
 
 __all__ = ["Controls", "default_reward", "describe_cutoff", "domain_defaults", "parse_reward_args"]
 
@@ -91,7 +91,7 @@ class Controls:
         values: dict[str, Any] = dict(
             model=self.model,
             reward=self.reward,
-            reward_args=parse_reward_args(self.reward, self.reward_args),
+            reward_args=parse_reward_args(self.reward, self.reward_args, self.model),
             prompts=[str(p) for p in (self.prompts or [])] if spec.conditional else [],
             method=self.method,
             cutoff=_number("cutoff", self.cutoff) if self.method == "pgraft" else RunConfig.cutoff,
@@ -137,12 +137,12 @@ def _integer(name: str, value: Any) -> int:
 _WORD = re.compile(r"^[A-Za-z_][\w.-]*$")
 
 
-def parse_reward_args(reward: str, text: str | None) -> dict[str, Any]:
+def parse_reward_args(reward: str, text: str | None, model: str | None = None) -> dict[str, Any]:
     """`"px=1, py=-2"` into `{px: 1.0, py: -2.0}`, typed like the reward's declared defaults.
 
     Only the reward's own parameters are accepted; values are numbers, true/false or plain words.
     """
-    params = reward_params(reward)
+    params = reward_params(reward, model)
     out: dict[str, Any] = {}
     for item in re.split(r"[,\n;]", text or ""):
         if not item.strip():
@@ -174,9 +174,11 @@ def _typed(key: str, raw: str, default: Any) -> Any:
     return raw
 
 
-def reward_params(reward: str) -> dict[str, Any]:
-    """The declared arguments of a registered reward and their defaults ({} for an unknown name)."""
-    return dict(REWARDS[reward].params) if reward in REWARDS else {}
+def reward_params(reward: str, model: str | None = None) -> dict[str, Any]:
+    """The declared arguments of a reward (of the model's domain, when given) and their defaults ({} for an
+    unknown name)."""
+    spec = reward_spec(reward, get_model_spec(model).domain) if model is not None else REWARDS.get(reward)
+    return dict(spec.params) if spec is not None else {}
 
 
 def format_reward_args(reward: str) -> str:
@@ -188,7 +190,8 @@ def format_reward_args(reward: str) -> str:
 def reward_choices(model: str) -> list[tuple[str, str]]:
     """`(label, name)` of every reward valid for the model's domain, the label carrying its description."""
     domain = get_model_spec(model).domain
-    return [(f"{name} — {REWARDS[name].description}", name) for name in rewards_for(domain)]
+    specs = domain_rewards(domain)
+    return [(f"{name} — {specs[name].description}", name) for name in sorted(specs)]
 
 
 def domain_defaults(model: str) -> dict[str, Any]:
