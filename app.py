@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -74,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=N",
         help="a per-request budget, e.g. --limit samples=20000 (repeatable; see pgraft/ui/limits.py for the names)",
     )
+    parser.add_argument(
+        "--models-dir",
+        default=os.environ.get("PGRAFT_MODELS_DIR", "models"),
+        help="folder whose diffusers pipeline folders the model list offers, and whose model folders and "
+        "safetensors files rewards may name (default ./models; env PGRAFT_MODELS_DIR)",
+    )
     args = parser.parse_args(argv)
     args.auth = parse_auth(args.auth)
     from pgraft.ui.limits import Limits
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from pgraft.ui.app import build_demo, launch
 
     try:
-        demo = build_demo(device=args.device, limits=args.limits)
+        demo = build_demo(device=args.device, limits=args.limits, models_dir=Path(args.models_dir))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -57,6 +57,8 @@ class RewardSpec:
     description: str
     params: dict[str, Any] = field(default_factory=dict)
     takes_prompts: bool = False
+    paths: tuple[str, ...] = ()
+    """Parameters that name local files or folders (a model folder): the app offers only what it found."""
 
 
 @dataclass(frozen=True)

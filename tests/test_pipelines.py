@@ -278,3 +278,41 @@ def test_user_rewards_receive_images_in_0_1_and_the_prompts(folders):
     images = model.decode(torch.randn(2, *model.sample_shape))
     assert images.shape == (2, 3, model.height, model.width) and float(images.min()) >= 0 and float(images.max()) <= 1
     assert reward_context(model)["model"] is model
+
+
+# --- the app ---------------------------------------------------------------------------------------------
+def test_the_app_offers_the_pipelines_of_its_models_dir_and_runs_a_round(folders, reward_folders, tmp_path):
+    """A pipeline folder in `--models-dir` is in the model list and runs rounds in the page; a reward's model
+    argument must name an entry of that folder, never a path typed in the page."""
+    import shutil
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from pgraft.ui.app import build_demo
+
+    models = tmp_path / "models"
+    shutil.copytree(folders["sd"], models / "tiny-sd")
+    shutil.copytree(reward_folders["clip"], models / "clip")
+    demo = build_demo(device="cpu", sessions_root=tmp_path / "sessions", warm=False, models_dir=models)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        path = str((models / "tiny-sd").resolve())
+        small = dict(
+            model=path, prompts=["a photo of a cat"], samples=4, preview=2, num_inference_steps=4,
+            finetune_steps=2, batch_size=4, rounds=1, rule="best-of-n", n=2,
+        )  # fmt: skip
+        final = client.predict(**small, reward="clip-score", reward_args="model=clip", api_name="/run")
+        assert "Finished 2 rounds" in final[0], final[0]
+        assert "runs on the CPU: a full-size pipeline takes minutes per image" in final[0]
+        rows = final[5]["data"]
+        assert [row[0] for row in rows] == [0, 1]
+        with pytest.raises(AppError, match="write a plain word"):
+            client.predict(**small, reward="clip-score", reward_args=f"model={reward_folders['clip']}", api_name="/run")
+        with pytest.raises(AppError, match=r"not one of the model files found .*\['clip'\]"):
+            client.predict(**small, reward="clip-score", reward_args="model=tiny-sd", api_name="/run")
+        with pytest.raises(AppError, match="not in the list of choices"):
+            client.predict(**{**small, "model": str(folders["sdxl"])}, reward="jpeg-compressibility", api_name="/run")
+    finally:
+        demo.close()

@@ -16,3 +16,16 @@ def resolve_device(device: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "cpu"
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start counting the peak memory of `device` afresh (CUDA only; nothing elsewhere)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gb(device: str) -> float | None:
+    """GiB of `device` memory that tensors held at most since `reset_peak_memory` (None off CUDA)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return None

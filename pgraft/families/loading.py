@@ -144,3 +144,30 @@ def load_pipeline_model(name: str, device: str = "cpu", **options: Any) -> Any:
     adapter = getattr(import_module(module_name), cls)(pipe, str(name), PipelineOptions(**given))
     adapter.info["dtype"] = str(dtype).removeprefix("torch.")
     return adapter
+
+
+def find_pipelines(root: Path) -> list[Path]:
+    """The supported pipeline folders directly under `root` (the app's `--models-dir`), by name."""
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            pipeline_class(str(folder))
+        except ValueError:
+            continue
+        found.append(folder)
+    return found
+
+
+def find_files(root: Path) -> list[str]:
+    """Names of the folders and safetensors files directly under `root` that are not pipelines: what a reward's
+    model arguments may name in the app (`model=clip-vit-b32`)."""
+    if not root.is_dir():
+        return []
+    pipelines = set(find_pipelines(root))
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p not in pipelines and ((p.is_dir() and (p / "config.json").is_file()) or p.suffix == ".safetensors")
+    )

@@ -11,6 +11,7 @@ whatever the pipeline's dtype (`cast_training_params`: bf16 would round most Ada
 from __future__ import annotations
 
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,21 @@ WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
 class LoraSlot:
-    """The adapter of one denoiser and which view's weights it holds."""
+    """The adapter of one denoiser and which view's weights it holds.
 
-    def __init__(self, denoiser: Any, rank: int, alpha: float | None, targets: tuple[str, ...]) -> None:
+    `slot_for` gives one slot per (denoiser, rank, alpha, targets): two runs with other LoRA settings on one
+    loaded pipeline (the app) get adapters of their own, named apart, never each other's weights."""
+
+    def __init__(
+        self, denoiser: Any, rank: int, alpha: float | None, targets: tuple[str, ...], name: str = ADAPTER
+    ) -> None:
         self.denoiser = denoiser
         self.rank, self.alpha, self.targets = rank, alpha if alpha is not None else float(rank), targets
+        self.name = name
         self.added = False
         self.holder: object | None = None
-        self.lock = threading.RLock()
+        self.shared = _STATE.setdefault(denoiser, _Shared())
+        self.lock = self.shared.lock
 
     def _add(self) -> None:
         if self.added:
@@ -44,13 +52,14 @@ class LoraSlot:
             target_modules=list(self.targets),
         )
         try:
-            self.denoiser.add_adapter(config, adapter_name=ADAPTER)
+            self.denoiser.add_adapter(config, adapter_name=self.name)
         except ValueError as exc:
             raise ValueError(
                 f"--lora-targets: {list(self.targets)} do not name modules of the denoiser: {exc}"
             ) from None
         cast_training_params(self.denoiser, dtype=torch.float32)
         self.added = True
+        self.shared.enabled = self.shared.active = None  # add_adapter leaves peft's own state: set it on next use
 
     def fresh(self, seed: int) -> dict[str, torch.Tensor]:
         """New LoRA weights initialised from `seed` (B = 0, so the adapter starts equal to the base)."""
@@ -61,8 +70,8 @@ class LoraSlot:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))
                 for module in self.denoiser.modules():
-                    if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
-                        module.reset_lora_parameters(ADAPTER, "gaussian")
+                    if isinstance(module, LoraLayer) and self.name in module.lora_A:
+                        module.reset_lora_parameters(self.name, "gaussian")
             self.holder = None
             return self.state()
 
@@ -70,27 +79,59 @@ class LoraSlot:
         """The adapter's current weights (peft names, fp32, on the CPU)."""
         from peft.utils import get_peft_model_state_dict
 
-        state = get_peft_model_state_dict(self.denoiser, adapter_name=ADAPTER)
+        state = get_peft_model_state_dict(self.denoiser, adapter_name=self.name)
         return {k: v.detach().to("cpu", torch.float32).clone() for k, v in state.items()}
 
     def use(self, view: object, weights: dict[str, torch.Tensor] | None) -> None:
         """Make the denoiser compute `view`: its LoRA `weights`, or the bare base for None."""
         with self.lock:
             if weights is None:
-                if self.added:
+                if self.added and self.shared.enabled is not False:
                     self.denoiser.disable_adapters()
+                    self.shared.enabled = False
                 self.holder = None
                 return
             self._add()
-            if self.holder is not view:
+            if self.holder is not view or self.shared.active is not self:
                 from peft.utils import set_peft_model_state_dict
 
-                set_peft_model_state_dict(self.denoiser, weights, adapter_name=ADAPTER)
+                set_peft_model_state_dict(self.denoiser, weights, adapter_name=self.name)
                 self.holder = view
-            self.denoiser.enable_adapters()
+            if self.shared.active is not self:
+                self.denoiser.set_adapters(self.name)
+                self.shared.active = self
+                self.shared.enabled = None
+            # Toggled only on a change: peft's enable/disable walk every module of the denoiser.
+            if self.shared.enabled is not True:
+                self.denoiser.enable_adapters()
+                self.shared.enabled = True
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [p for n, p in self.denoiser.named_parameters() if "lora_" in n and f".{ADAPTER}." in n]
+        return [p for n, p in self.denoiser.named_parameters() if "lora_" in n and f".{self.name}." in n]
+
+
+class _Shared:
+    """What the slots of one denoiser share: its lock, its slots by settings, the one that is active."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.slots: dict[tuple[Any, ...], LoraSlot] = {}
+        self.active: LoraSlot | None = None
+        self.enabled: bool | None = None
+        """Whether the adapters are switched on (None: unknown, set them on next use)."""
+
+
+_STATE: weakref.WeakKeyDictionary[Any, _Shared] = weakref.WeakKeyDictionary()
+
+
+def slot_for(denoiser: Any, rank: int, alpha: float | None, targets: tuple[str, ...]) -> LoraSlot:
+    """The one slot of these LoRA settings on this denoiser."""
+    slots = _STATE.setdefault(denoiser, _Shared()).slots
+    key = (rank, float(alpha if alpha is not None else rank), tuple(targets))
+    if key not in slots:
+        name = ADAPTER if not slots else f"{ADAPTER}_{len(slots)}"
+        slots[key] = LoraSlot(denoiser, rank, alpha, tuple(targets), name)
+    return slots[key]
 
 
 def save_diffusers_lora(
@@ -103,7 +144,7 @@ def save_diffusers_lora(
     folder.mkdir(parents=True, exist_ok=True)
     metadata = None
     if slot is not None and slot.added:
-        config = slot.denoiser.peft_config[ADAPTER].to_dict()
+        config = slot.denoiser.peft_config[slot.name].to_dict()
         metadata = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
     pipeline_class.save_lora_weights(
         save_directory=str(folder),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import torch
 
 from pgraft.core.process import VPProcess
 from pgraft.families.base import Cond
-from pgraft.families.lora import WEIGHTS, LoraSlot, load_diffusers_lora, save_diffusers_lora
+from pgraft.families.lora import DEFAULT_TARGETS, WEIGHTS, LoraSlot, load_diffusers_lora, save_diffusers_lora, slot_for
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,16 @@ class StableDiffusionAdapter:
     conditional = True
     domain = "t2i"
     weights_name = WEIGHTS
+    gpu_sized = True
+    """Minutes per image on a CPU at full size: the runner warns when it runs on one."""
+    range_samples, range_steps = 4, 20
+    """What the app draws to span a threshold slider before a run (a pipeline costs seconds per image)."""
 
     def __init__(self, pipe: Any, name: str, options: PipelineOptions, slot: LoraSlot | None = None) -> None:
         self.pipe, self.name, self.options = pipe, name, options
         self.unet = pipe.unet
-        targets = options.lora_targets or ("to_k", "to_q", "to_v", "to_out.0")
-        self.slot = slot or LoraSlot(self.unet, options.lora_rank, options.lora_alpha, tuple(targets))
+        targets = options.lora_targets or DEFAULT_TARGETS
+        self.slot = slot or slot_for(self.unet, options.lora_rank, options.lora_alpha, tuple(targets))
         self.lora: dict[str, torch.Tensor] | None = None  # None: the base (adapter off)
         self.process = VPProcess.from_scheduler_config(dict(pipe.scheduler.config))
         scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
@@ -72,15 +76,18 @@ class StableDiffusionAdapter:
         self.sample_shape = (int(self.unet.config.in_channels), self.height // scale, self.width // scale)
         self.info: dict[str, Any] = {"pipeline": type(pipe).__name__, "height": self.height, "width": self.width}
         self.sample_batch_size = options.sample_batch_size
+        # Read once: diffusers' `ModelMixin.device` walks every module (a fifth of a tiny pipeline's sampling
+        # time when asked per step). The pipeline is placed before the adapter is made and never moved.
+        self._device, self._dtype = self.unet.device, self.unet.dtype
 
     # -- what the engine asks ---------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return self._device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        return self._dtype
 
     @property
     def sampling_batch_size(self) -> int:
@@ -200,6 +207,17 @@ class StableDiffusionAdapter:
 
     def process_config(self) -> dict[str, Any]:
         return self.process.config()
+
+    def configured(self, **options: Any) -> StableDiffusionAdapter:
+        """This pipeline with other options (guidance, size, LoRA settings): a new base view over the same loaded
+        weights, with the LoRA slot of its settings."""
+        known = {k: v for k, v in options.items() if k in PipelineOptions.__dataclass_fields__ and v is not None}
+        if "lora_targets" in known:
+            known["lora_targets"] = tuple(known["lora_targets"])
+        merged = replace(self.options, **known)
+        view = type(self)(self.pipe, self.name, merged)
+        view.info.update({k: v for k, v in self.info.items() if k == "dtype"})
+        return view
 
 
 def _both(cond: Cond) -> Cond:

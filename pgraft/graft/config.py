@@ -77,9 +77,10 @@ class RunConfig:
     prompts: list[str] = _help(
         "prompts of a prompted model (e.g. digits 2 5); N samples per prompt",
         {
-            "widget": "checkboxes",
+            "widget": "tags",
             "label": "Prompts",
-            "info": "Each prompt gets its own samples; the rule compares a prompt's samples among themselves.",
+            "info": "Pick or type prompts; each gets its own samples, and the rule compares a prompt's samples "
+            "among themselves.",
         },
         default_factory=list,
     )
@@ -128,7 +129,7 @@ class RunConfig:
     )
     samples: int = _help(
         "candidates per round (per prompt) (default: the model's domain default)",
-        {"widget": "slider", "label": "Samples per round", "minimum": 256, "maximum": 8192, "step": 256},
+        {"widget": "slider", "label": "Samples per round", "minimum": 4, "maximum": 8192, "step": 4},
         default=None,
     )
     rounds: int = _help(
@@ -158,7 +159,7 @@ class RunConfig:
     )
     batch_size: int = _help(
         "fine-tuning batch size",
-        {"widget": "slider", "label": "Fine-tuning batch size", "minimum": 16, "maximum": 2048, "step": 16},
+        {"widget": "slider", "label": "Fine-tuning batch size", "minimum": 1, "maximum": 2048, "step": 1},
         default=None,
     )
     lr: float = _help(

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from pgraft.core.acceptance import apply_rule
+from pgraft.core.devices import peak_memory_gb, reset_peak_memory, resolve_device
 from pgraft.core.events import Cancelled, Finished, Notice, Progress, Stopped, relay
 from pgraft.core.finetune import FinetuneData, finetune_iter
 from pgraft.core.sampling import Trajectory, sample_iter, sample_seeds
@@ -151,8 +152,15 @@ class RoundRunner:
                     current.frozen()
         for note in ignored_options(cfg):
             yield Notice(note)
+        device = resolve_device(cfg.device)
+        if device == "cpu" and getattr(self.setup.base, "gpu_sized", False):
+            yield Notice(
+                f"{self.setup.base.name} runs on the CPU: a full-size pipeline takes minutes per image there "
+                "(40 network evaluations for 20 guided steps); give --device cuda on a machine with a GPU"
+            )
         try:
             for r in range(start, cfg.rounds + 1):
+                reset_peak_memory(device)
                 timings: dict[str, float] = {}
                 loss = float("nan")
                 if r > 0:
@@ -173,6 +181,9 @@ class RoundRunner:
                 traj, n = yield from self._draw(r, current)
                 timings["time_sampling"] = time.perf_counter() - t0
                 result = self._score_and_accept(r, traj, n, timings, loss, previous)
+                peak = peak_memory_gb(device)
+                if peak is not None:
+                    result.metrics["peak_gpu_memory_gb"] = round(peak, 3)
                 if len(result.rewards) > 1 and bool((result.rewards == result.rewards[0]).all()):
                     yield Notice(
                         f"round {r}: every candidate got the same reward ({float(result.rewards[0]):.6g}); the rule "

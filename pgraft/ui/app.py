@@ -107,13 +107,17 @@ def warm_up(models: BaseModels, dataset: str = "ring8") -> threading.Thread:
 
 
 def build_demo(
-    device: str = "auto", sessions_root: Path | None = None, warm: bool = True, limits: Limits | None = None
+    device: str = "auto",
+    sessions_root: Path | None = None,
+    warm: bool = True,
+    limits: Limits | None = None,
+    models_dir: Path | None = None,
 ) -> gr.Blocks:
     resolved = resolve_device(device)
     sessions = SessionStore(sessions_root)
     models = BaseModels(resolved)
     limits = Limits() if limits is None else limits
-    handlers = RoundsHandlers(sessions, models, device, limits)  # configs keep "auto": exports run anywhere
+    handlers = RoundsHandlers(sessions, models, device, limits, models_dir)  # configs keep "auto"
     limit = heavy_limit(resolved)
     with AppBlocks(
         title="pgraft: GRAFT and P-GRAFT rounds", fill_width=True, delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)

@@ -47,6 +47,8 @@ def control(name: str, cls: type = RunConfig, **overrides: Any) -> Any:
         return gr.Dropdown(ui.get("choices"), allow_custom_value=ui.get("allow_custom_value", False), **common)
     if widget == "radio":
         return gr.Radio(ui.get("choices"), **common)
+    if widget == "tags":  # several values, picked from the choices or typed
+        return gr.Dropdown(ui.get("choices"), multiselect=True, allow_custom_value=True, **common)
     if widget == "checkboxes":
         return gr.CheckboxGroup(ui.get("choices"), **common)
     if widget == "textbox":

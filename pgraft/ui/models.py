@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pgraft.core.sampling import sample, sample_seeds
-from pgraft.registry import load_model, make_reward, reward_context
+from pgraft.registry import get_model_spec, load_model, make_reward, reward_context
 from pgraft.rewards import score
 
 RANGE_SAMPLES = 256
@@ -24,16 +24,29 @@ class BaseModels:
 
     def __init__(self, device: str) -> None:
         self.device = device
-        self._models: dict[tuple[str, str], Any] = {}
+        self._models: dict[tuple[str, str, str | None], Any] = {}
         self._rewards: dict[tuple[Any, ...], np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str, dataset: str) -> Any:
-        key = (name, dataset)
+    def get(self, name: str, dataset: str, dtype: str = "auto") -> Any:
+        """The loaded base model (one copy per name, data set and, for pipelines, dtype)."""
+        takes_dtype = "dtype" in get_model_spec(name).options
+        key = (name, dataset, dtype if takes_dtype else None)
         with self._lock:
             if key not in self._models:
-                self._models[key] = load_model(name, device=self.device, dataset=dataset)
+                options = {"dataset": dataset, "dtype": dtype} if takes_dtype else {"dataset": dataset}
+                self._models[key] = load_model(name, device=self.device, **options)
             return self._models[key]
+
+    def get_for(self, config: Any) -> Any:
+        """The base model of a run: the cached one, with the run's pipeline options (guidance, size, LoRA)
+        applied over the same loaded weights when the model takes them."""
+        spec = get_model_spec(config.model)
+        base = self.get(config.model, config.dataset, config.dtype)
+        configure = getattr(base, "configured", None)
+        if callable(configure):
+            return configure(**{k: getattr(config, k) for k in spec.options if hasattr(config, k)})
+        return base
 
     def base_rewards(
         self, name: str, dataset: str, reward: str, reward_args: dict[str, Any], prompts: list[str]
@@ -46,14 +59,15 @@ class BaseModels:
             return cached
         base = self.get(name, dataset)
         fn = make_reward(reward, base.domain, reward_args, reward_context(base))
+        count, steps = getattr(base, "range_samples", RANGE_SAMPLES), getattr(base, "range_steps", RANGE_STEPS)
         per = max(1, len(prompts))
-        seeds = sample_seeds(0, 999_999, RANGE_SAMPLES * per)
+        seeds = sample_seeds(0, 999_999, count * per)
         cond = None
         labels = None
         if base.conditional and prompts:
-            labels = [p for p in prompts for _ in range(RANGE_SAMPLES)]
+            labels = [p for p in prompts for _ in range(count)]
             cond = base.encode(labels)
-        traj = sample(base, seeds, RANGE_STEPS, cond=cond)
+        traj = sample(base, seeds, steps, cond=cond)
         values = score(fn, base.decode(traj.samples), labels).numpy()
         with self._lock:
             self._rewards[key] = values

@@ -61,22 +61,37 @@ RUN_OUTPUTS = (
 
 
 class RoundsHandlers:
-    def __init__(self, sessions: SessionStore, models: BaseModels, device: str, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        sessions: SessionStore,
+        models: BaseModels,
+        device: str,
+        limits: Limits | None = None,
+        models_dir: Path | None = None,
+    ) -> None:
         self.sessions = sessions
         self.models = models
         self.device = device
         self.limits = Limits() if limits is None else limits
+        self.models_dir = Path(models_dir) if models_dir is not None else None
 
     # -- light events ---------------------------------------------------------------------------------
     def config(self, controls: Controls, limited: bool = False) -> RunConfig:
-        """The run config of the controls; `limited`: also within this server's per-request budgets."""
+        """The run config of the controls; `limited`: also within this server's per-request budgets. Models and
+        reward files are only what this server offers: a model from the list, model arguments naming a file
+        found in `--models-dir` (nothing typed in the page is a path)."""
         try:
-            config = controls.to_config(self.device)
+            if controls.model not in self.model_values():
+                raise ValueError(f"--model: {controls.model!r} is not offered here; choose one from the list")
+            config = resolve_reward_paths(controls.to_config(self.device), self.models_dir)
             if limited:
                 self.limits.check_run(config)
             return config
         except ValueError as exc:
             raise gr.Error(str(exc), title="Invalid setting") from None
+
+    def model_values(self) -> list[str]:
+        return [value for _, value in model_choices(self.models_dir)]
 
     def export(self, *values: Any) -> tuple[str, str]:
         """The YAML config and the `pgraft run` command of the current controls."""
@@ -182,7 +197,7 @@ class RoundsHandlers:
         self.sessions.sweep()  # forget sessions idle past their time, whose tabs never said goodbye
         config = self.config(controls, limited=True)
         try:
-            base = self.models.get(config.model, config.dataset)
+            base = self.models.get_for(config)
             setup = build_setup(config, base=base)
         except (ValueError, RewardError) as exc:
             raise gr.Error(str(exc), title="Cannot start") from None
@@ -303,6 +318,8 @@ def _round_status(view: RunView, config: RunConfig, elapsed: float, notes: list[
             parts[-1] += f"; {what} {m['learning_gap']:+.3g}, {sigmas:+.1f} standard errors"
         parts[-1] += ")"
     parts.append(f"accepted {m['n_accepted']} of {len(view.latest.rewards)}")
+    if "peak_gpu_memory_gb" in m:
+        parts.append(f"peak GPU memory {m['peak_gpu_memory_gb']:.2f} GiB")
     text = " · ".join(parts)
     if view.latest.round == 0 and not finished:
         text += " — round 0 is the base model; round 1 is the first fine-tuned one."
@@ -311,8 +328,33 @@ def _round_status(view: RunView, config: RunConfig, elapsed: float, notes: list[
     return text
 
 
-def model_choices() -> list[str]:
-    return list(MODELS)
+def model_choices(models_dir: Path | None = None) -> list[tuple[str, str]]:
+    """`(label, value)` of every model the app offers: the registered ones, and the pipeline folders found
+    directly under `models_dir`."""
+    from pgraft.families.loading import find_pipelines
+
+    found = find_pipelines(models_dir) if models_dir is not None else []
+    pipelines = [(f"{folder.name} (pipeline)", str(folder.resolve())) for folder in found]
+    return [(name, name) for name in MODELS] + pipelines
+
+
+def resolve_reward_paths(config: RunConfig, models_dir: Path | None) -> RunConfig:
+    """The reward's file arguments (`model=`, `head=`) given as names of entries of `models_dir`, as paths."""
+    from pgraft.families.loading import find_files
+    from pgraft.registry import reward_spec
+
+    spec = reward_spec(config.reward, get_model_spec(config.model).domain)
+    if spec is None or not spec.paths:
+        return config
+    names = find_files(models_dir) if models_dir is not None else []
+    args = dict(config.reward_args)
+    for key in spec.paths:
+        value = str(args.get(key, ""))
+        if value not in names:
+            where = f"in {str(models_dir)!r}" if models_dir is not None else "(no --models-dir)"
+            raise ValueError(f"--reward-arg {key}: {value!r} is not one of the model files found {where}: {names}")
+        args[key] = str((Path(models_dir) / value).resolve())  # type: ignore[arg-type]
+    return config.replace(reward_args=args)
 
 
 def model_info(model: str) -> str:

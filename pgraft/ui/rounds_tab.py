@@ -41,14 +41,16 @@ class RoundsTab:
         return self.components[name]
 
 
-def _controls(c: dict[str, Any]) -> None:
+def _controls(c: dict[str, Any], models_dir: Any = None) -> None:
     """The left column's controls, stored in `c` under the `Controls` names; each comes from its `RunConfig`
     field's metadata (`ui.forms.control`), with the default model's values."""
     d = domain_defaults(DEFAULT_MODEL)
     spec, domain = get_model_spec(DEFAULT_MODEL), get_domain(get_model_spec(DEFAULT_MODEL).domain)
     reward = default_reward(DEFAULT_MODEL)
     with gr.Group():
-        c["model"] = control("model", choices=model_choices(), value=DEFAULT_MODEL, info=model_info(DEFAULT_MODEL))
+        c["model"] = control(
+            "model", choices=model_choices(models_dir), value=DEFAULT_MODEL, info=model_info(DEFAULT_MODEL)
+        )
         c["dataset"] = control(
             "dataset", choices=list(domain.datasets), value="ring8", visible="dataset" in spec.options
         )
@@ -125,7 +127,7 @@ def build_rounds_tab(handlers: RoundsHandlers, heavy_id: str, heavy_limit: int) 
                 elem_id="preset",
             )
             c["note"] = gr.Markdown()
-            _controls(c)
+            _controls(c, handlers.models_dir)
             with gr.Row():
                 c["run"] = gr.Button("Run", variant="primary", elem_id="run")
                 c["stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop")

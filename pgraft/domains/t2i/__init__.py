@@ -60,6 +60,18 @@ DOMAIN = Domain(
     defaults=RunDefaults(
         samples=16, num_inference_steps=20, finetune_steps=50, batch_size=4, lr=1e-4, rounds=2, preview=4
     ),
+    # The app's prompt list (the command line takes any: --prompts, --prompt-file). Short object prompts as in
+    # DDPO's animal set, and compositional ones of the kind VQAScore is meant for.
+    prompt_choices=(
+        "a photo of a cat",
+        "a photo of a dog",
+        "a photo of a horse",
+        "a red apple on a wooden table",
+        "two blue birds sitting on a branch",
+        "a lighthouse on a cliff at sunset",
+        "a teapot to the left of a cup",
+        "an astronaut riding a horse",
+    ),
     sample_view=SAMPLE_VIEW,
     evaluator=_evaluator,
     realism=Realism("clip_fid_base", higher_is_better=False, bound=0.5, unit="Fréchet distance in CLIP features"),

@@ -43,29 +43,40 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_clip(folder: Path, seed: int = 0, image_size: int = 16) -> Path:
+def build_clip(folder: Path, seed: int = 0, image_size: int = 16, size: str = "tiny") -> Path:
+    """A CLIP folder with random weights: `tiny` for the tests, `large` shaped as ViT-L/14 at 224 px (the
+    aesthetic and PickScore backbone) for benchmarks."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
     from pgraft.families.random_pipelines import byte_tokenizer
 
+    if size not in ("tiny", "large"):
+        raise ValueError(f"build_clip: size {size!r}; use tiny or large")
+    large = size == "large"
+    image_size = 224 if large else image_size
+    max_length = 77 if large else 16
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as source:
-        tok = byte_tokenizer(Path(source), 16)
+        tok = byte_tokenizer(Path(source), max_length)
+    width, layers, heads = (768, 12, 12) if large else (32, 2, 4)
     text = CLIPTextConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=16, bos_token_id=len(tok) - 2, eos_token_id=len(tok) - 1, pad_token_id=len(tok) - 1,
+        vocab_size=len(tok), hidden_size=width, intermediate_size=4 * width if large else 37,
+        num_attention_heads=heads, num_hidden_layers=layers, max_position_embeddings=max_length,
+        bos_token_id=len(tok) - 2, eos_token_id=len(tok) - 1, pad_token_id=len(tok) - 1,
     )  # fmt: skip
     vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=image_size,
-        patch_size=4,
+        hidden_size=1024 if large else 32, intermediate_size=4096 if large else 37,
+        num_attention_heads=16 if large else 4, num_hidden_layers=24 if large else 2, image_size=image_size,
+        patch_size=14 if large else 4,
     )  # fmt: skip
     torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16))
+    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=768 if large else 16)
+    model = CLIPModel(config)
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
-    size = {"shortest_edge": image_size}
-    CLIPImageProcessor(size=size, crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    edge = {"shortest_edge": image_size}
+    CLIPImageProcessor(size=edge, crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder
 
 

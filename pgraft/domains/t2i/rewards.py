@@ -254,10 +254,18 @@ def _jpeg(sign: float) -> Any:
 
 
 REWARDS: dict[str, RewardSpec] = {
-    "clip-score": RewardSpec(_clip_score, "t2i", "CLIP image-prompt similarity, 100 max(cos, 0)", {"model": ""}, True),
-    "pickscore": RewardSpec(_pickscore, "t2i", "PickScore: logit scale x cos(image, prompt)", {"model": ""}, True),
+    "clip-score": RewardSpec(
+        _clip_score, "t2i", "CLIP image-prompt similarity, 100 max(cos, 0)", {"model": ""}, True, ("model",)
+    ),
+    "pickscore": RewardSpec(
+        _pickscore, "t2i", "PickScore: logit scale x cos(image, prompt)", {"model": ""}, True, ("model",)
+    ),
     "aesthetic": RewardSpec(
-        _aesthetic, "t2i", "LAION-style aesthetic head on CLIP image embeddings", {"model": "", "head": ""}
+        _aesthetic,
+        "t2i",
+        "LAION-style aesthetic head on CLIP image embeddings",
+        {"model": "", "head": ""},
+        paths=("model", "head"),
     ),
     "vqa-score": RewardSpec(
         _vqa_score,
@@ -265,6 +273,7 @@ REWARDS: dict[str, RewardSpec] = {
         "P(Yes) that the image shows the prompt, from an image-text-to-text model",
         {"model": "", "normalise": "vocabulary"},
         True,
+        ("model",),
     ),
     "jpeg-compressibility": RewardSpec(_jpeg(-1.0), "t2i", "minus the JPEG size in bytes (smaller files score higher)"),
     "jpeg-incompressibility": RewardSpec(_jpeg(1.0), "t2i", "the JPEG size in bytes (larger files score higher)"),
