@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -306,6 +307,7 @@ def test_the_app_offers_the_pipelines_of_its_models_dir_and_runs_a_round(folders
         final = client.predict(**small, reward="clip-score", reward_args="model=clip", api_name="/run")
         assert "Finished 2 rounds" in final[0], final[0]
         assert "runs on the CPU: a full-size pipeline takes minutes per image" in final[0]
+        assert re.search(r"round 1: fine-tuning [\d.]+ s, sampling [\d.]+ s", final[0]), final[0]  # time per part
         rows = final[5]["data"]
         assert [row[0] for row in rows] == [0, 1]
         with pytest.raises(AppError, match="write a plain word"):

@@ -52,8 +52,8 @@ def _rule_field(name: str) -> Any:
 @dataclass(frozen=True)
 class RunConfig:
     model: str = _help(
-        "base model: toy2d, toy2d-exact, or another registered model (see `pgraft models`)",
-        {"widget": "dropdown", "label": "Base model"},
+        "base model: a registered name (see `pgraft models`) or a diffusers pipeline folder",
+        {"widget": "dropdown", "label": "Base model", "elem_id": "model"},
         default="toy2d",
     )
     dataset: str = _help(

@@ -117,7 +117,7 @@ class RoundsHandlers:
         return dict(
             model=gr.update(info=model_info(model)),
             dataset=_dataset_update(spec, domain),
-            prompts=_prompts_update(spec, domain),
+            prompts=_prompts_update(spec, domain, list(domain.prompt_choices[:1])),
             reward=gr.update(choices=choices, value=reward),
             reward_args=self._reward_args_update(reward),
             **{k: gr.update(value=v) for k, v in defaults.items()},
@@ -301,6 +301,16 @@ def _archive(session: Session) -> Path | None:
         return None
 
 
+TIME_PARTS = (
+    ("time_finetune", "fine-tuning"),
+    ("time_sampling", "sampling"),
+    ("time_scoring", "scoring"),
+    ("time_acceptance", "acceptance"),
+    ("time_metrics", "metrics"),
+)
+"""The runner's timings, as the status line names them (parts under 0.05 s are left out)."""
+
+
 def _round_status(view: RunView, config: RunConfig, elapsed: float, notes: list[str], finished: bool = False) -> str:
     assert view.latest is not None
     m = view.latest.metrics
@@ -318,9 +328,12 @@ def _round_status(view: RunView, config: RunConfig, elapsed: float, notes: list[
             parts[-1] += f"; {what} {m['learning_gap']:+.3g}, {sigmas:+.1f} standard errors"
         parts[-1] += ")"
     parts.append(f"accepted {m['n_accepted']} of {len(view.latest.rewards)}")
-    if "peak_gpu_memory_gb" in m:
-        parts.append(f"peak GPU memory {m['peak_gpu_memory_gb']:.2f} GiB")
     text = " · ".join(parts)
+    spent = [f"{label} {m[key]:.1f} s" for key, label in TIME_PARTS if m.get(key, 0) >= 0.05]
+    if "peak_gpu_memory_gb" in m:
+        spent.append(f"peak GPU memory {m['peak_gpu_memory_gb']:.2f} GiB")
+    if spent:
+        text += f"  \nround {view.latest.round}: " + ", ".join(spent)
     if view.latest.round == 0 and not finished:
         text += " — round 0 is the base model; round 1 is the first fine-tuned one."
     if notes:
