@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from pgraft.core.process import VPProcess
+from pgraft.core.process import VPProcess, ddim_step_per_sample
 from pgraft.core.sampling import sample, sample_seeds
 from pgraft.graft.config import RunConfig
 from pgraft.studies.bias_variance.continuations import (
     PREFIX_STREAM,
     LevelSamples,
-    ddim_step_per_sample,
     nested_samples_iter,
 )
 from pgraft.studies.bias_variance.curves import (
@@ -98,8 +97,8 @@ def test_mid_rank_quantiles_and_acceptance_per_prompt():
     np.testing.assert_allclose(a, [[0.25, 0.75], [0.25, 0.75]])  # each prompt ranks in its own law
 
 
-def _agreement(cutoffs, states, continuations, steps=1000, seed=0):
-    cfg = RunConfig(model="toy2d-exact", reward="x", rule="best-of-n", n=4, num_inference_steps=steps, seed=seed)
+def _agreement(cutoffs, states, continuations, steps=1000, seed=0, model="toy2d-exact"):
+    cfg = RunConfig(model=model, reward="x", rule="best-of-n", n=4, num_inference_steps=steps, seed=seed)
     setup = study_setup(cfg)
     level = 1 - 0.05 / (3 * len(cutoffs))  # simultaneous 95 % over V, B and D at every cutoff (Bonferroni)
     table = run_curves(setup, CurveSpec(tuple(cutoffs), states, continuations, bootstrap=4000, level=level))
@@ -119,6 +118,13 @@ def test_estimates_agree_with_exact_curves_on_the_exact_toy():
     assert rows[-1]["V"] > 10 * rows[0]["V"] and rows[-1]["D"] < rows[0]["D"]  # the curves really move
 
 
+def test_estimates_agree_with_exact_curves_on_the_exact_toy_flow():
+    """The flow's stochastic sampler (η = 1, `FlowProcess`) continues a state by the forward process's
+    posterior, so V, B and D of its continuations are the exact ones of the flow interpolant."""
+    rows = _agreement([0.15, 0.3, 0.45], states=256, continuations=4, model="toy2d-flow-exact")
+    assert rows[-1]["V"] > 5 * rows[0]["V"]
+
+
 @pytest.mark.slow
 def test_estimates_agree_with_exact_curves_on_a_ten_point_grid():
     rows = _agreement([0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], states=512, continuations=8)
@@ -127,19 +133,18 @@ def test_estimates_agree_with_exact_curves_on_a_ten_point_grid():
 
 @pytest.mark.parametrize(
     ("changes", "flag"),
-    [({"sampler": "ddim", "eta": 0.0}, "--eta"), ({"sampler": "ddim", "eta": 0.5}, "--eta"), ({}, "--model")],
+    [({"sampler": "ddim", "eta": 0.0}, "--eta"), ({"sampler": "ddim", "eta": 0.5}, "--eta")],
 )
-def test_deterministic_continuation_is_refused(changes, flag):
-    model = "toy2d-flow-exact" if flag == "--model" else "toy2d-exact"
+@pytest.mark.parametrize("model", ["toy2d-exact", "toy2d-flow-exact"])
+def test_deterministic_continuation_is_refused(changes, flag, model):
     cfg = RunConfig(model=model, reward="x", **changes)
     with pytest.raises(ValueError, match=flag) as info:
         study_setup(cfg)
     assert "V(t)" in str(info.value) and ("deterministic" in str(info.value) or "no stochastic" in str(info.value))
-    setup = study_setup(RunConfig(model="toy2d-exact", reward="x")) if flag != "--model" else None
-    if setup is not None:  # the estimator itself refuses too, whatever builds its set-up
-        bad = type(setup)(**{**setup.__dict__, "config": cfg})
-        with pytest.raises(ValueError, match=flag):
-            next(curve_iter(bad, CurveSpec((0.5,))))
+    setup = study_setup(RunConfig(model=model, reward="x"))
+    bad = type(setup)(**{**setup.__dict__, "config": cfg})  # the estimator itself refuses too
+    with pytest.raises(ValueError, match=flag):
+        next(curve_iter(bad, CurveSpec((0.5,))))
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def test_flop_count_of_the_correction_network_and_the_base_toy_mlp(learned_flow:
 def test_euler_sampler_is_the_engine_sampler(learned_flow: DiffusionModel) -> None:
     seeds = sample_seeds(0, 5, 64)
     ours = corrected_sample(learned_flow, seeds, 12)
-    engine = sample(learned_flow, seeds, 12).samples
+    engine = sample(learned_flow, seeds, 12, eta=0.0).samples  # the deterministic (Euler) engine sampler
     assert torch.equal(ours, engine)
 
 

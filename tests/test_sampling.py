@@ -123,3 +123,73 @@ def test_graft_uses_finetuned_everywhere(learned_ring):
     tuned, tuned_rec = _wrapped(learned_ring)
     sample(base, sample_seeds(0, 1, 8), 10, finetuned=tuned)
     assert len(tuned_rec.calls) == 10 and not base_rec.calls
+
+
+def _mixture_moments(mix):
+    """Mean and covariance of a diagonal Gaussian mixture."""
+    w = mix.weights.double()
+    mean = (w[:, None] * mix.means.double()).sum(0)
+    centred = mix.means.double() - mean
+    cov = w[:, None, None] * (torch.diag_embed(mix.stds.double() ** 2) + centred[:, :, None] * centred[:, None, :])
+    return mean, cov.sum(0)
+
+
+@pytest.mark.parametrize("dataset", ["ring8", "asymmetric"])
+def test_the_flows_stochastic_sampler_keeps_the_marginals_at_every_grid_point(dataset):
+    """On the exact toy flow, η = 1 (`FlowProcess`'s stochastic step) and η = 0 (Euler) both follow the
+    interpolant's law `(1 − σ) x_0 + σ ε` at every grid point: mean, covariance and mean log-density against
+    the exact noised mixture. Measured with 200 steps and 4,000 samples: mean log-density within 0.08 of an
+    exact sample's for both (its standard error is about 0.03), covariance within a few per cent."""
+    from pgraft.core.sampling import seeded_noise
+    from pgraft.domains.toy2d.mixture import get_dataset
+    from pgraft.domains.toy2d.models import load_toy2d_exact
+
+    model, mix = load_toy2d_exact(dataset, kind="flow"), get_dataset(dataset)
+    process, n, steps = model.process, 4000, 200
+    noise = seeded_noise(sample_seeds(0, 3, n), (2,), 1 + steps)
+    finals = {}
+    for eta in (0.0, 1.0):
+        scheduler = process.make_scheduler(steps)
+        x = noise[:, 0].clone()
+        for k, t in enumerate(scheduler.timesteps):
+            with torch.no_grad():
+                x = process.step(scheduler, model(x, t.expand(n)), t, x, eta, noise[:, 1 + k])
+            sigma = float(scheduler.sigmas[k + 1])
+            law = mix.noised(1 - sigma, sigma)
+            mean, cov = _mixture_moments(law)
+            xd = x.double()
+            se = torch.sqrt(torch.diagonal(cov) / n)
+            assert torch.all((xd.mean(0) - mean).abs() < 5 * se + 0.02), (eta, sigma, xd.mean(0), mean)
+            d = torch.diagonal(cov)
+            assert torch.all((torch.cov(xd.T) - cov).abs() < 5 * torch.sqrt(d[:, None] * d[None, :] / n) * 1.5), (
+                eta, sigma, torch.cov(xd.T), cov,
+            )  # fmt: skip
+            if k % 20 == 19 or k == steps - 1:
+                ref = law.sample(n, torch.Generator().manual_seed(k))
+                gap = float(law.log_prob(xd).mean() - law.log_prob(ref).mean())
+                assert abs(gap) < 0.12, (eta, sigma, gap)
+        finals[eta] = x
+    assert not torch.allclose(finals[0.0], finals[1.0])  # the two samplers draw different paths ...
+    frac = {eta: _mode_fractions(mix, x) for eta, x in finals.items()}
+    se = torch.sqrt(mix.weights * (1 - mix.weights) / n)
+    assert torch.all((frac[1.0] - mix.weights).abs() < 4 * se), frac  # ... to the same law
+
+
+def test_the_flows_stochastic_step_at_eta_0_is_eulers_and_its_rows_are_independent():
+    """η = 0 through the per-sample path is diffusers' Euler step; a batch of rows at different grid points
+    steps each row as the scalar step at its own timestep would."""
+    from pgraft.core.process import FlowProcess
+
+    process = FlowProcess(scheduler_config={"shift": 3.0, "num_train_timesteps": 1000})
+    scheduler = process.make_scheduler(10)
+    assert float(scheduler.sigmas[-2]) == pytest.approx(3 * 0.1 / (1 + 2 * 0.1))  # shifted once, not twice
+    gen = torch.Generator().manual_seed(0)
+    x, v, z = (torch.randn(10, 4, generator=gen) for _ in range(3))
+    t = scheduler.timesteps
+    for eta in (0.0, 0.7, 1.0):
+        rows = process.step_per_sample(scheduler, v, t, x, eta, z)
+        for i in range(10):
+            one = process.step(process.make_scheduler(10), v[i : i + 1], t[i], x[i : i + 1], eta, z[i : i + 1])
+            torch.testing.assert_close(rows[i : i + 1], one, rtol=1e-6, atol=1e-6)
+    euler = process.make_scheduler(10)
+    torch.testing.assert_close(process.step(euler, v, t[3], x, 0.0, None), x + (euler.sigmas[4] - euler.sigmas[3]) * v)

@@ -5,8 +5,9 @@ Two families cover every base model pgraft knows:
 - `VPProcess`, a DDPM variance-preserving chain, `a_t = sqrt(ᾱ_t)`, `σ_t = sqrt(1 − ᾱ_t)`, with integer
   training timesteps `0..T−1` (diffusers' `DDPMScheduler`), sampled by diffusers' `DDIMScheduler` with
   `eta` (`eta = 1` is DDPM ancestral sampling with the posterior variance β̃, see `sampling.py`);
-- `FlowProcess`, a rectified flow, `x_t = (1 − σ) x_0 + σ ε`, with timesteps `1000 σ`, sampled by diffusers'
-  `FlowMatchEulerDiscreteScheduler` (Euler steps, velocity `v = ε − x_0`).
+- `FlowProcess`, a rectified flow, `x_t = (1 − σ) x_0 + σ ε`, with timesteps `1000 σ`, on diffusers'
+  `FlowMatchEulerDiscreteScheduler` grid: Euler steps at `eta = 0` (velocity `v = ε − x_0`), and for
+  `eta > 0` the stochastic member of DDIM's family for this interpolant, with the same marginals.
 
 `t` in docs/method.md is the fraction `timestep / num_train_timesteps`, 1 at pure noise.
 """
@@ -58,6 +59,18 @@ class NoiseProcess(ABC):
     def stochastic_samplers(self) -> bool:
         """Whether `eta > 0` gives a stochastic reverse step."""
         return True
+
+    def step_per_sample(
+        self,
+        scheduler: Any,
+        model_output: torch.Tensor,
+        timesteps: torch.Tensor,
+        x: torch.Tensor,
+        eta: float,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`step` with one grid timestep per row (a batch of continuations at different depths)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-sample step")
 
     def check_steps(self, num_inference_steps: int) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Raise `ValueError` naming the flag when the sampler cannot use this many steps."""
@@ -235,6 +248,17 @@ class VPProcess(NoiseProcess):
     ) -> torch.Tensor:
         return scheduler.step(model_output, timestep, x, eta=eta, variance_noise=noise).prev_sample
 
+    def step_per_sample(
+        self,
+        scheduler: Any,
+        model_output: torch.Tensor,
+        timesteps: torch.Tensor,
+        x: torch.Tensor,
+        eta: float,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return ddim_step_per_sample(scheduler, model_output, timesteps, x, eta, noise)
+
     def sample_training_timesteps(
         self, n: int, above: float | None, generator: torch.Generator, device: torch.device
     ) -> torch.Tensor:
@@ -243,19 +267,63 @@ class VPProcess(NoiseProcess):
 
 
 class FlowProcess(NoiseProcess):
+    """A rectified flow `x_σ = (1 − σ) x_0 + σ ε`, timesteps `T σ`, velocity `v = ε − x_0`.
+
+    The grid. The toy and digits flows use `FlowMatchEulerDiscreteScheduler(shift).set_timesteps(n)`. A
+    pipeline folder's scheduler (`scheduler_config`, with `shift` or dynamic shifting at `mu`) gets explicit
+    sigmas `linspace(1, 1/n, n)` as FluxPipeline passes them: without them a shifted scheduler shifts its
+    endpoints twice (measured: shift 3 with `set_timesteps(10)` ends at σ = 0.009), and the grid, the cutoff
+    and the last step would not be the ones the folder means.
+
+    The samplers. `eta = 0` is diffusers' Euler step `x + (σ' − σ) v` (the stock pipelines' sampler). For
+    `eta > 0` a step is DDIM's family written for this interpolant *(derived)*: with `x̂_0 = x − σ v` and
+    `ε̂ = x + (1 − σ) v` the model's implied clean sample and noise, and `a = 1 − σ`,
+
+        x' = a' x̂_0 + sqrt(σ'² − c²) ε̂ + c z,   c² = η² σ'² (σ² − ρ² σ'²) / σ²,   ρ = a / a'.
+
+    For every η the step keeps the interpolant's law given `x_0` (`x' | x_0 ~ N(a' x_0, σ'²)`, DDIM's Theorem 1
+    applies to any Gaussian interpolant whose `σ/a` grows), so with the exact velocity all η share the
+    marginals; at η = 0 it is the Euler step above, and at η = 1 it samples the posterior of the Markov chain
+    `x_σ | x_σ' ~ N(ρ x_σ', σ² − ρ² σ'²)`, so the continuation from a state draws `x_0` from the forward
+    process's posterior — the stochastic continuation P-GRAFT and the bias-variance study need (η = 1 is their
+    default, `--eta` its noise level). Flow-GRPO's SDE belongs to the same marginal-preserving family with
+    another noise schedule.
+    """
+
     kind = "flow"
     prediction_type: PredictionType = "flow"
 
-    def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        shift: float = 1.0,
+        scheduler_config: dict[str, Any] | None = None,
+        mu: float | None = None,
+    ) -> None:
         self.num_train_timesteps = num_train_timesteps
         self.shift = shift
+        self.scheduler_config = dict(scheduler_config) if scheduler_config is not None else None
+        self.mu = mu
+        if self.scheduler_config is not None:
+            unsupported = [k for k in FLOW_UNSUPPORTED if self.scheduler_config.get(k)]
+            if unsupported:
+                raise ValueError(
+                    f"--model: the folder's FlowMatchEulerDiscreteScheduler sets {unsupported}, which pgraft's "
+                    "flow sampler does not follow; supported: shift and dynamic shifting"
+                )
+            if self.scheduler_config.get("use_dynamic_shifting") and mu is None:
+                raise ValueError("FlowProcess: a dynamically shifted scheduler needs mu (from the image size)")
+
+    @classmethod
+    def from_scheduler_config(cls, config: dict[str, Any], mu: float | None = None) -> FlowProcess:
+        known = {k: v for k, v in config.items() if not k.startswith("_")}
+        return cls(int(known.get("num_train_timesteps", 1000)), float(known.get("shift", 1.0)), known, mu)
 
     def config(self) -> dict[str, Any]:
-        return {"kind": "flow", "num_train_timesteps": self.num_train_timesteps, "shift": self.shift}
-
-    @property
-    def stochastic_samplers(self) -> bool:
-        return False
+        out: dict[str, Any] = {"kind": "flow", "num_train_timesteps": self.num_train_timesteps, "shift": self.shift}
+        if self.scheduler_config is not None:
+            out.update(scheduler_config=self.scheduler_config, mu=self.mu)
+        return out
 
     def coefficients(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sigma = timesteps.to(torch.float64) / self.num_train_timesteps
@@ -264,8 +332,18 @@ class FlowProcess(NoiseProcess):
     def make_scheduler(self, num_inference_steps: int) -> Any:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        scheduler: Any = FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.num_train_timesteps, shift=self.shift)
-        scheduler.set_timesteps(num_inference_steps)
+        if self.scheduler_config is None:
+            scheduler: Any = FlowMatchEulerDiscreteScheduler(
+                num_train_timesteps=self.num_train_timesteps, shift=self.shift
+            )
+            scheduler.set_timesteps(num_inference_steps)
+            return scheduler
+        import numpy as np
+
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config, stochastic_sampling=False)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        extra = {"mu": self.mu} if self.scheduler_config.get("use_dynamic_shifting") else {}
+        scheduler.set_timesteps(sigmas=sigmas, **extra)
         return scheduler
 
     def step(
@@ -277,7 +355,36 @@ class FlowProcess(NoiseProcess):
         eta: float,
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
-        return scheduler.step(model_output, timestep, x).prev_sample
+        if eta <= 0 or noise is None:
+            return scheduler.step(model_output, timestep, x).prev_sample
+        return self.step_per_sample(scheduler, model_output, torch.as_tensor(timestep).expand(len(x)), x, eta, noise)
+
+    def step_per_sample(
+        self,
+        scheduler: Any,
+        model_output: torch.Tensor,
+        timesteps: torch.Tensor,
+        x: torch.Tensor,
+        eta: float,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The step of the class docstring with one grid timestep per row (its own σ and next σ)."""
+        grid = scheduler.timesteps.to(torch.float64).cpu()
+        index = (grid[None, :] - timesteps.detach().to(torch.float64).cpu()[:, None]).abs().argmin(dim=1)
+        sigmas = scheduler.sigmas.to(torch.float64).cpu()
+        shape = (-1, *([1] * (x.dim() - 1)))
+        s = sigmas[index].reshape(shape).to(x.device)
+        s_next = sigmas[index + 1].reshape(shape).to(x.device)
+        v, xd = model_output.to(torch.float64), x.to(torch.float64)
+        x0, eps = xd - s * v, xd + (1 - s) * v
+        if eta <= 0:
+            return (xd + (s_next - s) * v).to(x.dtype)
+        if noise is None:
+            raise ValueError("FlowProcess.step_per_sample: eta > 0 needs noise")
+        rho = (1 - s) / (1 - s_next)
+        c2 = eta**2 * s_next**2 * (s**2 - rho**2 * s_next**2).clamp_min(0) / s**2
+        out = (1 - s_next) * x0 + (s_next**2 - c2).clamp_min(0).sqrt() * eps + c2.sqrt() * noise.to(torch.float64)
+        return torch.where(s_next > 0, out, x0).to(x.dtype)
 
     def sample_training_timesteps(
         self, n: int, above: float | None, generator: torch.Generator, device: torch.device
@@ -289,7 +396,59 @@ class FlowProcess(NoiseProcess):
         return (low + (self.num_train_timesteps - low) * u.clamp(1e-4, 1.0)).float().to(device)
 
 
+FLOW_UNSUPPORTED = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas", "shift_terminal")
+"""FlowMatch scheduler options that change the grid in ways the explicit-sigma grid does not reproduce."""
+
+
+def ddim_step_per_sample(
+    scheduler: Any,
+    model_output: torch.Tensor,
+    timesteps: torch.Tensor,
+    sample: torch.Tensor,
+    eta: float,
+    variance_noise: torch.Tensor | None,
+) -> torch.Tensor:
+    """diffusers' `DDIMScheduler.step` (formulas 12 and 16 of the DDIM paper) with one timestep per sample.
+
+    Same arithmetic in the same order as diffusers 0.42, including its choice of the previous timestep
+    (`t − T // num_inference_steps`, `final_alpha_cumprod` below 0) and no clipping of `x̂_0`, so each
+    row equals a scalar `step` at that row's timestep.
+    """
+    config = scheduler.config
+    if config.clip_sample or config.thresholding:
+        raise ValueError("ddim_step_per_sample: the scheduler clips x_0; build it with clip_sample=False")
+    alphas = scheduler.alphas_cumprod.to(sample.device)
+    final = scheduler.final_alpha_cumprod.to(sample.device)
+    t = timesteps.to(sample.device).long()
+    prev = t - config.num_train_timesteps // scheduler.num_inference_steps
+    shape = (-1, *([1] * (sample.dim() - 1)))
+    alpha_t = alphas[t].reshape(shape)
+    alpha_prev = torch.where(prev >= 0, alphas[prev.clamp_min(0)], final).reshape(shape)
+    beta_t = 1 - alpha_t
+    if config.prediction_type == "epsilon":
+        x0 = (sample - beta_t ** (0.5) * model_output) / alpha_t ** (0.5)
+        eps = model_output
+    elif config.prediction_type == "v_prediction":
+        x0 = (alpha_t**0.5) * sample - (beta_t**0.5) * model_output
+        eps = (alpha_t**0.5) * model_output + (beta_t**0.5) * sample
+    else:
+        raise ValueError(f"ddim_step_per_sample: prediction_type {config.prediction_type!r} is not supported")
+    variance = ((1 - alpha_prev) / beta_t) * (1 - alpha_t / alpha_prev)
+    std = eta * variance ** (0.5)
+    prev_sample = alpha_prev ** (0.5) * x0 + (1 - alpha_prev - std**2) ** (0.5) * eps
+    if eta > 0:
+        if variance_noise is None:
+            raise ValueError("ddim_step_per_sample: eta > 0 needs variance_noise")
+        prev_sample = prev_sample + std * variance_noise
+    return prev_sample
+
+
 def process_from_config(config: dict[str, Any]) -> NoiseProcess:
     if config.get("kind") == "flow":
-        return FlowProcess(int(config.get("num_train_timesteps", 1000)), float(config.get("shift", 1.0)))
+        return FlowProcess(
+            int(config.get("num_train_timesteps", 1000)),
+            float(config.get("shift", 1.0)),
+            config.get("scheduler_config"),
+            config.get("mu"),
+        )
     return VPProcess.from_scheduler_config(config)

@@ -5,13 +5,13 @@ For a grid of cutoff levels (handoff indices `k` on the sampler's grid) this dra
 
 1. `M` base trajectories, one per state, run once down to the deepest level: the state entering grid
    step `k` is recorded for every level, so one prefix feeds all cutoffs;
-2. from every state at every level, `R` independent ancestral continuations (DDIM with `eta = 1`, which
-   is DDPM ancestral sampling on the grid) to `x_0`.
+2. from every state at every level, `R` independent stochastic continuations (`eta = 1`: DDPM ancestral
+   sampling on the grid for a VP model, the flow's posterior chain for a flow, `core.process`) to `x_0`.
 
 All continuations of all levels run in one batch that starts together: a continuation from level `k`
-has `n − k` steps left, so the batch holds samples at different timesteps and is advanced with
-`ddim_step_per_sample`, a vectorised copy of diffusers' `DDIMScheduler.step` with one timestep per
-sample. Levels with fewer steps left finish first and are handed out at once, which is what lets the
+has `n − k` steps left, so the batch holds samples at different timesteps and is advanced with the
+process's `step_per_sample` (for VP a vectorised copy of diffusers' `DDIMScheduler.step`) with one timestep
+per sample. Levels with fewer steps left finish first and are handed out at once, which is what lets the
 curves stream as cutoffs finish.
 
 Seeds are per sample, as in `sampling.seeded_noise`: the prefix of state `i` uses the seed `sample`
@@ -44,49 +44,6 @@ class LevelSamples:
     states: torch.Tensor  # (M, *shape)
     samples: torch.Tensor  # (M, R, *shape)
     cond: torch.Tensor | None  # (M, ...) conditioning of each state, or None
-
-
-def ddim_step_per_sample(
-    scheduler: Any,
-    model_output: torch.Tensor,
-    timesteps: torch.Tensor,
-    sample: torch.Tensor,
-    eta: float,
-    variance_noise: torch.Tensor | None,
-) -> torch.Tensor:
-    """diffusers' `DDIMScheduler.step` (formulas 12 and 16 of the DDIM paper) with one timestep per sample.
-
-    Same arithmetic in the same order as diffusers 0.42, including its choice of the previous timestep
-    (`t − T // num_inference_steps`, `final_alpha_cumprod` below 0) and no clipping of `x̂_0`, so each
-    row equals a scalar `step` at that row's timestep.
-    """
-    config = scheduler.config
-    if config.clip_sample or config.thresholding:
-        raise ValueError("ddim_step_per_sample: the scheduler clips x_0; build it with clip_sample=False")
-    alphas = scheduler.alphas_cumprod.to(sample.device)
-    final = scheduler.final_alpha_cumprod.to(sample.device)
-    t = timesteps.to(sample.device).long()
-    prev = t - config.num_train_timesteps // scheduler.num_inference_steps
-    shape = (-1, *([1] * (sample.dim() - 1)))
-    alpha_t = alphas[t].reshape(shape)
-    alpha_prev = torch.where(prev >= 0, alphas[prev.clamp_min(0)], final).reshape(shape)
-    beta_t = 1 - alpha_t
-    if config.prediction_type == "epsilon":
-        x0 = (sample - beta_t ** (0.5) * model_output) / alpha_t ** (0.5)
-        eps = model_output
-    elif config.prediction_type == "v_prediction":
-        x0 = (alpha_t**0.5) * sample - (beta_t**0.5) * model_output
-        eps = (alpha_t**0.5) * model_output + (beta_t**0.5) * sample
-    else:
-        raise ValueError(f"ddim_step_per_sample: prediction_type {config.prediction_type!r} is not supported")
-    variance = ((1 - alpha_prev) / beta_t) * (1 - alpha_t / alpha_prev)
-    std = eta * variance ** (0.5)
-    prev_sample = alpha_prev ** (0.5) * x0 + (1 - alpha_prev - std**2) ** (0.5) * eps
-    if eta > 0:
-        if variance_noise is None:
-            raise ValueError("ddim_step_per_sample: eta > 0 needs variance_noise")
-        prev_sample = prev_sample + std * variance_noise
-    return prev_sample
 
 
 def _chunk(base: DiffusionAdapter) -> int:
@@ -184,7 +141,7 @@ def nested_samples_iter(
         out = _evaluate(base, x[lo:], t, c[lo:] if c is not None else None, _chunk(base))
         z = torch.cat([noises[j][:, m] for j in active])
         with torch.inference_mode():
-            x[lo:] = ddim_step_per_sample(scheduler, out, t, x[lo:], 1.0, z)
+            x[lo:] = process.step_per_sample(scheduler, out, t, x[lo:], 1.0, z)
         done += len(t)
         yield Progress("continuations", done, total)
         while first_active < len(order) and n - order[first_active] == m + 1:

@@ -132,13 +132,13 @@ def check_stochastic_continuation(process: NoiseProcess, eta: float) -> None:
         raise ValueError(
             f"--model: a {process.kind} model has no stochastic sampler here, so every continuation from a state "
             "would be the same path and V(t) = E[Var(r | X_t)] would be 0; the bias-variance curves need a "
-            "DDPM model (ancestral continuations)"
+            "model with a stochastic sampler"
         )
     if eta != 1.0:
         raise ValueError(
             f"--eta: {eta:g} gives a continuation that is partly (eta = 0: fully) deterministic, so V(t) = "
             "E[Var(r | X_t)] would be underestimated (0 at eta = 0); use --sampler ddpm or --eta 1 "
-            "(DDPM ancestral continuations)"
+            "(DDPM ancestral continuations, or the flow's posterior chain)"
         )
 
 
