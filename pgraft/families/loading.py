@@ -16,13 +16,16 @@ from typing import Any
 FAMILIES = {
     "StableDiffusionPipeline": "pgraft.families.sd:StableDiffusionAdapter",
     "StableDiffusionXLPipeline": "pgraft.families.sd:StableDiffusionXLAdapter",
+    "StableDiffusion3Pipeline": "pgraft.families.flow:StableDiffusion3Adapter",
+    "FluxPipeline": "pgraft.families.flow:FluxAdapter",
 }
-"""Pipeline class -> its adapter. The flow families (SD3, Flux) join with their own issue."""
+"""Pipeline class -> its adapter."""
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 PIPELINE_OPTIONS = (
     "guidance_scale",
     "negative_prompt",
+    "true_cfg_scale",
     "height",
     "width",
     "dtype",
@@ -103,20 +106,22 @@ def load_pipeline_model(name: str, device: str = "cpu", **options: Any) -> Any:
 
     from diffusers import DiffusionPipeline
 
-    from pgraft.families.sd import PipelineOptions
+    from pgraft.families.pipeline import PipelineOptions
 
     local = Path(name).expanduser()
+    absent: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     if local.exists():
         class_name = pipeline_class(name)
         source = str(local)
+        # Components the folder saved as [null, null] (SD3 without its T5 encoder) must be passed as None.
+        index = json.loads((local / "model_index.json").read_text())
+        absent.update({k: None for k, v in index.items() if isinstance(v, list) and v[:1] == [None]})
     else:
         class_name, source = "", name
     dtype = torch_dtype(str(options.get("dtype") or "auto"), device)
     quiet_loading()
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            source, dtype=dtype, use_safetensors=True, safety_checker=None, requires_safety_checker=False
-        )
+        pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype, use_safetensors=True, **absent)
     except OSError as exc:
         if not local.exists():
             raise ValueError(
@@ -129,7 +134,7 @@ def load_pipeline_model(name: str, device: str = "cpu", **options: Any) -> Any:
         raise ValueError(f"--model: {name!r} is a {class_name}; supported pipelines: {sorted(FAMILIES)}")
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+    for part in ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
         module = getattr(pipe, part, None)
         if module is not None:
             module.requires_grad_(False)

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 ADAPTER = "graft"
-DEFAULT_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
@@ -135,10 +134,16 @@ def slot_for(denoiser: Any, rank: int, alpha: float | None, targets: tuple[str, 
 
 
 def save_diffusers_lora(
-    pipeline_class: Any, weights: dict[str, torch.Tensor], folder: Path, slot: LoraSlot | None = None
+    pipeline_class: Any,
+    weights: dict[str, torch.Tensor],
+    folder: Path,
+    slot: LoraSlot | None = None,
+    denoiser: str = "unet",
 ) -> Path:
     """Write `weights` as the diffusers LoRA file a stock pipeline loads with `load_lora_weights(folder)`; with
-    the slot's LoRA config in the metadata, so the pipeline scales the adapter by the same alpha / rank."""
+    the slot's LoRA config in the metadata, so the pipeline scales the adapter by the same alpha / rank.
+    `denoiser` is the pipeline's component ("unet", or "transformer" for SD3 / Flux, whose loaders take the
+    peft names as diffusers' training examples write them)."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,20 +151,22 @@ def save_diffusers_lora(
     if slot is not None and slot.added:
         config = slot.denoiser.peft_config[slot.name].to_dict()
         metadata = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    layers = convert_state_dict_to_diffusers(weights) if denoiser == "unet" else dict(weights)
     pipeline_class.save_lora_weights(
         save_directory=str(folder),
-        unet_lora_layers=convert_state_dict_to_diffusers(weights),
         weight_name=WEIGHTS,
-        unet_lora_adapter_metadata=metadata,
+        **{f"{denoiser}_lora_layers": layers, f"{denoiser}_lora_adapter_metadata": metadata},
     )
     return folder / WEIGHTS
 
 
-def load_diffusers_lora(pipeline_class: Any, path: Path) -> dict[str, torch.Tensor]:
+def load_diffusers_lora(pipeline_class: Any, path: Path, denoiser: str = "unet") -> dict[str, torch.Tensor]:
     """The peft-named weights of a diffusers LoRA file written by `save_diffusers_lora` (safetensors only)."""
     from diffusers.utils import convert_unet_state_dict_to_peft
 
-    state, _alphas = pipeline_class.lora_state_dict(str(path.parent), weight_name=path.name, use_safetensors=True)
-    unet = {k[len("unet.") :]: v for k, v in state.items() if k.startswith("unet.")}
-    converted = convert_unet_state_dict_to_peft(unet)
+    out = pipeline_class.lora_state_dict(str(path.parent), weight_name=path.name, use_safetensors=True)
+    state = out[0] if isinstance(out, tuple) else out  # SD returns (state, alphas); SD3 and Flux the state alone
+    prefix = f"{denoiser}."
+    own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    converted = convert_unet_state_dict_to_peft(own) if denoiser == "unet" else own
     return {k: v.to(torch.float32) for k, v in converted.items()}

@@ -191,9 +191,14 @@ class RunConfig:
         "a UTF-8 file of prompts, one a line (added to --prompts; config.yaml then holds the prompts)", default=None
     )
     negative_prompt: str = _help("pipelines: the negative prompt of classifier-free guidance", default="")
-    guidance_scale: float = _help(
-        "pipelines: classifier-free guidance scale (1: none); sampling and fine-tuning use the same guided output",
-        default=7.5,
+    guidance_scale: float | None = _help(
+        "pipelines: guidance scale (1: none; default the family's: SD 7.5, SDXL 5, SD3 7, Flux 3.5); "
+        "classifier-free guidance, or Flux's guidance embedding; sampling and fine-tuning use the same output",
+        default=None,
+    )
+    true_cfg_scale: float = _help(
+        "Flux: true classifier-free guidance with --negative-prompt when > 1 (doubles the transformer calls)",
+        default=1.0,
     )
     height: int | None = _help("pipelines: image height in pixels (default: the folder's)", default=None)
     width: int | None = _help("pipelines: image width in pixels (default: the folder's)", default=None)
@@ -201,7 +206,8 @@ class RunConfig:
     lora_rank: int = _help("pipelines: LoRA rank of the fine-tuned adapter", default=8)
     lora_alpha: float | None = _help("pipelines: LoRA alpha (default: the rank)", default=None)
     lora_targets: list[str] = _help(
-        "pipelines: modules the LoRA adapts (default: the attention projections to_q to_k to_v to_out.0)",
+        "pipelines: modules the LoRA adapts (default: the family's attention projections, e.g. to_q to_k to_v "
+        "to_out.0)",
         default_factory=list,
     )
 

@@ -152,6 +152,12 @@ class RoundRunner:
                     current.frozen()
         for note in ignored_options(cfg):
             yield Notice(note)
+        if cfg.method == "pgraft" and cfg.effective_eta < 1:
+            how = "deterministically, so x_0 is a function of x_c" if cfg.effective_eta == 0 else "partly at random"
+            yield Notice(
+                f"P-GRAFT with eta {cfg.effective_eta:g}: below the cutoff the base continues {how}; the shaped "
+                "target then differs from the stochastic one of docs/method.md §2 (--sampler ddpm)"
+            )
         device = resolve_device(cfg.device)
         if device == "cpu" and getattr(self.setup.base, "gpu_sized", False):
             yield Notice(

@@ -56,6 +56,7 @@ _NUMBERS = (
     "lr",
     "reward_timeout",
     "guidance_scale",
+    "true_cfg_scale",
     "lora_alpha",
 )
 DTYPES = ("auto", "fp32", "bf16", "fp16")
@@ -132,8 +133,10 @@ def check_values(config: Any) -> None:
         raise _bad("reward_timeout", c.reward_timeout, "it must be a number of seconds > 0")
     if c.dtype not in DTYPES:
         raise _bad("dtype", c.dtype, f"choose one of {list(DTYPES)}")
-    if not 0 <= c.guidance_scale <= 100:
+    if c.guidance_scale is not None and not 0 <= c.guidance_scale <= 100:
         raise _bad("guidance_scale", c.guidance_scale, "it must lie in [0, 100] (1: no guidance)")
+    if not 1 <= c.true_cfg_scale <= 100:
+        raise _bad("true_cfg_scale", c.true_cfg_scale, "it must lie in [1, 100] (1: off)")
     for name in ("height", "width"):
         value = getattr(c, name)
         if value is not None and not 8 <= value <= 4096:
@@ -186,7 +189,8 @@ def ignored_options(config: Any) -> list[str]:
     if config.rule != "dedup-top-k" and config.dedup_resolution != default["dedup_resolution"]:
         notes.append(f"--dedup-resolution {config.dedup_resolution} has no effect with --rule {config.rule}")
     options = get_model_spec(config.model).options
-    for name in ("dataset", "negative_prompt", "guidance_scale", "height", "width", "dtype", "lora_rank", "lora_alpha"):
+    pipeline_fields = ("negative_prompt", "guidance_scale", "true_cfg_scale", "height", "width", "dtype")
+    for name in ("dataset", *pipeline_fields, "lora_rank", "lora_alpha"):
         value = getattr(config, name)
         if value != default[name] and name not in options:
             notes.append(f"--{name.replace('_', '-')} {value} has no effect with --model {config.model}")
