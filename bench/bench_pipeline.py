@@ -4,15 +4,19 @@
     python bench/bench_pipeline.py --kind sd --size full --device cuda --dtype bf16   # SD 1.5-sized, 512 px
     python bench/bench_pipeline.py --kind sd2-v --size full --device cuda             # SD 2-sized, 768 px
     python bench/bench_pipeline.py --kind sdxl --size full --device cuda              # SDXL-sized, 1024 px
+    python bench/bench_pipeline.py --kind sd3 --size full --device cuda --steps 28    # SD3-medium-sized, 1024 px
+    python bench/bench_pipeline.py --kind flux --size full --device cuda --steps 28 --guidance 3.5  # FLUX.1-dev-sized
     python bench/bench_pipeline.py --folder /models/sd-2-1 --device cuda              # a real folder
 
 Speed does not depend on the weights, so the pipelines are built from their configs with random weights
 (`pgraft.families.random_pipelines`) unless `--folder` names a real one. Rows:
 
-- **sampling**: images/s of the stock pipeline's `__call__` (DDIM, η = 1, `output_type="latent"`) and of
-  pgraft's loop (`core.sampling.sample`, seeded per sample, recording the trajectory) on the same prompts,
-  batch, steps and guidance, alternating in one process, the median of `--repeats`; the ratio is pgraft's
-  images/s over the pipeline's (goal ≥ 1.0).
+- **sampling**: images/s of the stock pipeline's `__call__` (`output_type="latent"`; DDIM with η = 1 for the
+  Stable Diffusion families, the folder's Euler on explicit sigmas for SD3 / Flux) and of pgraft's loop
+  (`core.sampling.sample`, seeded per sample, recording the trajectory, the same sampler) on the same
+  prompts, batch, steps and guidance, alternating in one process, the median of `--repeats`; the ratio is
+  pgraft's images/s over the pipeline's (goal ≥ 1.0). Full-size flow folders are built in bf16 (Flux: about
+  34 GB on disk with its T5).
 - **decode**: images/s of the VAE decoding the latents.
 - **rewards**: images/s of `jpeg-compressibility` and of `clip-score` on a CLIP folder (`--clip`, else a random
   ViT-L/14-shaped one at full size and a tiny one at tiny size).
@@ -25,6 +29,7 @@ Speed does not depend on the weights, so the pipelines are built from their conf
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -33,12 +38,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from round_parts import round_parts
 
 from pgraft.core.devices import peak_memory_gb, reset_peak_memory, resolve_device
 from pgraft.core.finetune import FinetuneData, finetune_iter
 from pgraft.core.sampling import sample, sample_seeds, seeded_noise
+from pgraft.families.random_pipelines import KINDS
 from pgraft.graft.config import RunConfig
 from pgraft.registry import load_model, make_reward, reward_context
 from pgraft.rewards import score
@@ -70,11 +77,18 @@ def stock_pipeline(folder: Path, device: str, dtype: torch.dtype) -> Any:
     from pgraft.families.loading import pipeline_class
 
     cls = getattr(diffusers, pipeline_class(str(folder)))
-    extra = {"safety_checker": None} if cls.__name__ == "StableDiffusionPipeline" else {}
+    extra: dict[str, Any] = {"safety_checker": None} if cls.__name__ == "StableDiffusionPipeline" else {}
+    index = json.loads((folder / "model_index.json").read_text())
+    extra.update({k: None for k, v in index.items() if isinstance(v, list) and v[:1] == [None]})
     pipe = cls.from_pretrained(str(folder), dtype=dtype, use_safetensors=True, **extra)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
+    if not is_flow(pipe):
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def is_flow(pipe: Any) -> bool:
+    return hasattr(pipe, "transformer")
 
 
 class Table:
@@ -94,7 +108,7 @@ class Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", default="sd", choices=("sd", "sd2-v", "sdxl"))
+    parser.add_argument("--kind", default="sd", choices=KINDS)
     parser.add_argument("--size", default="tiny", choices=("tiny", "full"))
     parser.add_argument("--folder", type=Path, default=None, help="a real pipeline folder instead of random weights")
     parser.add_argument("--clip", type=Path, default=None, help="a CLIP folder for the clip-score row")
@@ -121,7 +135,8 @@ def main() -> None:
         print(f"built a random {args.size} {args.kind} pipeline in {time.perf_counter() - t0:.1f} s")
     else:
         folder = args.folder
-    model = load_model(str(folder), device=device, dtype=args.dtype, guidance_scale=args.guidance)
+    size: dict[str, Any] = {"height": 16, "width": 16} if args.kind == "flux" and args.size == "tiny" else {}
+    model = load_model(str(folder), device=device, dtype=args.dtype, guidance_scale=args.guidance, **size)
     dtype = model.dtype
     cpu = f"CPU, {torch.get_num_threads()} threads"
     hardware = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu
@@ -137,14 +152,22 @@ def main() -> None:
     seeds = sample_seeds(0, 1, args.batch)
     init = seeded_noise(seeds, model.sample_shape, 1)[:, 0].to(device, dtype)
 
+    flow = is_flow(pipe)
+    if flow:  # the folder's Euler (eta 0) on the explicit sigmas pgraft uses; Flux takes packed latents
+        extra: dict[str, Any] = {"sigmas": np.linspace(1.0, 1 / args.steps, args.steps).tolist()}
+        latents = pipe._pack_latents(init, *init.shape) if hasattr(pipe, "_pack_latents") else init
+    else:
+        extra, latents = {"eta": 1.0}, init
+    eta = 0.0 if flow else 1.0
+
     def stock(pipe: Any = pipe) -> Any:
         return pipe(
-            prompts, latents=init.clone(), height=model.height, width=model.width, num_inference_steps=args.steps,
-            guidance_scale=args.guidance, eta=1.0, output_type="latent",
+            prompts, latents=latents.clone(), height=model.height, width=model.width, num_inference_steps=args.steps,
+            guidance_scale=args.guidance, output_type="latent", **extra,
         ).images  # fmt: skip
 
     def ours() -> Any:
-        return sample(model, seeds, args.steps, eta=1.0, cond=model.encode(prompts)).samples
+        return sample(model, seeds, args.steps, eta=eta, cond=model.encode(prompts)).samples
 
     with torch.inference_mode():
         stock(), ours()  # warm-up: kernels, allocator
@@ -202,7 +225,7 @@ def main() -> None:
             model=str(folder), prompts=list(PROMPTS[: args.round_prompts]), reward="jpeg-compressibility",
             samples=args.round_samples, preview=0, num_inference_steps=args.steps, guidance_scale=args.guidance,
             finetune_steps=args.round_finetune_steps, batch_size=args.batch, lr=1e-4, rounds=1, rule="quantile",
-            quantile=0.875, device=device, dtype=args.dtype, lora_rank=args.lora_rank,
+            quantile=0.875, device=device, dtype=args.dtype, lora_rank=args.lora_rank, **size,
         )  # fmt: skip
         reset_peak_memory(device)
         parts = round_parts(cfg, repeats=1)

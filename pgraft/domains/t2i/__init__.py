@@ -52,7 +52,7 @@ def _samples_figure(first: Any, latest: Any, evaluator: Any) -> Any:
 
 DOMAIN = Domain(
     name=NAME,
-    description="text-to-image diffusers pipelines (Stable Diffusion 1.x / 2.x, SDXL) from local folders",
+    description="text-to-image diffusers pipelines (Stable Diffusion 1.x / 2.x, SDXL, SD3, Flux) from local folders",
     models={},
     rewards=REWARDS,
     default_reward="jpeg-compressibility",
