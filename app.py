@@ -1,4 +1,5 @@
-"""Launch the pgraft app: `python app.py [--host H] [--port P] [--auth user:password] [--device D]`.
+"""Launch the pgraft app: `python app.py [--host H] [--port P] [--auth user:password] [--device D]
+[--runs-dir DIR] [--rewards MODULE] [--models-dir DIR] [--limit NAME=N]`.
 
 Binding to anything but a loopback address requires a username and password (`--auth`, or the
 PGRAFT_AUTH environment variable as `user:password`), so a run is never opened to a network by accident.
@@ -81,6 +82,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder whose diffusers pipeline folders the model list offers, and whose model folders and "
         "safetensors files rewards may name (default ./models; env PGRAFT_MODELS_DIR)",
     )
+    parser.add_argument(
+        "--runs-dir",
+        default=os.environ.get("PGRAFT_RUNS_DIR"),
+        help="keep every run of the app in this folder and offer the runs found there to reopen "
+        "(default: a temporary folder per session, removed with it; env PGRAFT_RUNS_DIR)",
+    )
+    parser.add_argument(
+        "--rewards",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module at launch (trusted code, on the server) and offer the rewards it registers "
+        "(REWARDS = {name: RewardSpec} or register_reward calls); repeatable. Nothing typed in the page is imported",
+    )
     args = parser.parse_args(argv)
     args.auth = parse_auth(args.auth)
     from pgraft.ui.limits import Limits
@@ -108,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     from pgraft.ui.app import build_demo, launch
 
     try:
-        demo = build_demo(device=args.device, limits=args.limits, models_dir=Path(args.models_dir))
+        demo = build_demo(
+            device=args.device,
+            limits=args.limits,
+            models_dir=Path(args.models_dir),
+            runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+            reward_modules=args.rewards,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

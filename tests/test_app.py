@@ -58,7 +58,7 @@ def test_a_toy_round_streams_and_the_reward_rises(app):
     final = job.result()
     statuses = [out[0] for out in streamed]
     assert any("Round 0 of 1 done" in s for s in statuses[:-1])  # round 0 arrives before the run ends
-    assert "Finished 2 rounds" in final[0]
+    assert "Finished: 1 round after the base" in final[0]
     table = _table(final[5])
     assert table["round"] == [0, 1]
     assert table["reward_mean"][1] > table["reward_mean"][0] + 1.5
@@ -136,10 +136,14 @@ def test_a_failing_reward_is_named_and_finished_rounds_stay(app):
     assert sorted(p.name for p in (session.run_dir / "rounds").iterdir()) == ["round_000"]
 
 
-def test_export_gives_yaml_and_command(app):
-    yaml_text, command = _client(app).predict(api_name="/export")
+def test_export_gives_yaml_command_and_the_accelerate_launch(app):
+    yaml_text, command, launch = _client(app).predict(api_name="/export")
     assert "model: toy2d" in yaml_text and "rule: best-of-n" in yaml_text
     assert command.startswith("pgraft run") and "--out" in command
+    assert "--rule best-of-n" in command and "--n 4" in command  # explicit, although they are the defaults
+    assert "pgraft run --config config.yaml" in launch
+    assert "accelerate launch --multi_gpu --num_processes 2 -m pgraft run --config config.yaml" in launch
+    assert "ACCELERATE_USE_CPU=true" in launch
 
 
 def _digits_missing() -> str | None:

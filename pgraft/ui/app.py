@@ -41,11 +41,15 @@ HEADER = """
 # pgraft — shape a diffusion model with a reward
 Sample, keep what an acceptance rule accepts, fine-tune on it, repeat (**GRAFT**), or do it at an intermediate
 noise level and let the base model finish (**P-GRAFT**) — and compare each round with its exact target.
-[The method](https://arxiv.org/abs/2510.02692) · round 0 is always the base model.
+The method: the **Method notes** tab (offline) · round 0 is always the base model.
 """
+METHOD_TAB_ID = "method"
+PAPER = "https://arxiv.org/abs/2510.02692"
 CSS = """
 .gradio-container { max-width: 1500px !important; }
 #status { min-height: 2.6em; }
+#progress { min-height: 1.6em; }
+#run-row { align-items: center; }
 .hint { padding: 4px 10px 8px 10px; font-size: 0.9em; opacity: 0.85; }
 """
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="sm")
@@ -112,12 +116,20 @@ def build_demo(
     warm: bool = True,
     limits: Limits | None = None,
     models_dir: Path | None = None,
+    runs_dir: Path | None = None,
+    reward_modules: tuple[str, ...] | list[str] = (),
 ) -> gr.Blocks:
+    """The app. `runs_dir`: keep every run there and offer the runs found there to reopen (default: each
+    session's temporary folder). `reward_modules`: modules imported now, on the server, whose rewards join the
+    lists (`load_reward_modules`); nothing typed in the page is imported."""
+    load_reward_modules(reward_modules)
     resolved = resolve_device(device)
     sessions = SessionStore(sessions_root)
     models = BaseModels(resolved)
     limits = Limits() if limits is None else limits
-    handlers = RoundsHandlers(sessions, models, device, limits, models_dir)  # configs keep "auto"
+    if runs_dir is not None:
+        Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    handlers = RoundsHandlers(sessions, models, device, limits, models_dir, runs_dir)  # configs keep "auto"
     limit = heavy_limit(resolved)
     with AppBlocks(
         title="pgraft: GRAFT and P-GRAFT rounds", fill_width=True, delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)
@@ -134,6 +146,9 @@ def build_demo(
                 rounds_reward=rounds["reward"],
                 rounds_cutoff=rounds["cutoff"],
                 rounds_method=rounds["method"],
+                rounds_dataset=rounds["dataset"],
+                rounds_prompts=rounds["prompts"],
+                rounds_reward_args=rounds["reward_args"],
                 tabs=tabs,
                 rounds_tab_id=ROUNDS_TAB_ID,
                 sessions=sessions,
@@ -143,6 +158,8 @@ def build_demo(
                 if importlib.util.find_spec(module) is not None:
                     with gr.Tab(label, id=tab_id):
                         importlib.import_module(module).build_tab(ctx)
+            with gr.Tab("Method notes", id=METHOD_TAB_ID):
+                gr.Markdown(method_notes(), latex_delimiters=LATEX, elem_id="method-notes")
         demo.load(
             handlers.cutoff_info,
             [rounds[k] for k in ("model", "dataset", "method", "cutoff", "num_inference_steps")],
@@ -159,12 +176,56 @@ def build_demo(
             concurrency_limit=1,
             api_visibility="undocumented",
         )
+        list_out = [rounds[k] for k in ("run_list", "compare_pick", "earlier")]
+        demo.load(handlers.run_list, None, list_out, api_visibility="undocumented", concurrency_limit=None)
         demo.unload(handlers.close)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=None)
     demo.pgraft_sessions = sessions  # type: ignore[attr-defined]  # for tests and the launcher
     if warm:
         warm_up(models)
     return demo
+
+
+LATEX: list[dict[str, str | bool]] = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "$", "right": "$", "display": False},
+]
+
+
+def method_notes() -> str:
+    """The method notes (`docs/method.md` of the source tree), served by the app itself so they read offline."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "method.md"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        text = "The method notes (`docs/method.md`) are not installed with this copy of pgraft."
+    return f"{text}\n\n---\nThe paper: {PAPER} (online)."
+
+
+def load_reward_modules(names: tuple[str, ...] | list[str]) -> list[str]:
+    """Import each module (given by the operator at launch: trusted code, run on the server) and register its
+    rewards: a module either calls `pgraft.registry.register_reward` when imported, or defines
+    `REWARDS = {name: RewardSpec}`. Returns the names of the rewards it added (`ValueError` naming
+    `--rewards` when a module cannot be imported or adds nothing)."""
+    from pgraft.registry import REWARDS, register_reward
+
+    added: list[str] = []
+    for name in names:
+        before = set(REWARDS)
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # any import failure, reported with the module's name
+            raise ValueError(f"--rewards: cannot import {name!r}: {type(exc).__name__}: {exc}") from None
+        for reward, spec in dict(getattr(module, "REWARDS", {}) or {}).items():
+            register_reward(str(reward), spec)
+        new = sorted(set(REWARDS) - before) or [r for r in getattr(module, "REWARDS", {}) or {}]
+        if not new:
+            raise ValueError(
+                f"--rewards: module {name!r} registered no reward; define REWARDS = {{name: RewardSpec(...)}} "
+                "or call pgraft.registry.register_reward when it is imported"
+            )
+        added += new
+    return added
 
 
 def launch(

@@ -26,6 +26,7 @@ from pgraft.studies.bias_variance.curves import CurvePoint, CurveSpec
 from pgraft.studies.bias_variance.study import ExactReady, StudyFinished, study_iter
 from pgraft.studies.sweep import SweepPoint, SweepSpec
 from pgraft.ui.context import TabContext
+from pgraft.ui.controls import parse_reward_args
 from pgraft.ui.forms import control, named_handler
 from pgraft.ui.limits import Limits
 from pgraft.ui.rounds_tab import DEFAULT_MODEL
@@ -57,8 +58,10 @@ API_NAMES = (
     "finetune_steps",
     "max_loss",
     "selected",
+    "reward_args",
 )
-"""The `/bias_variance` API's parameters, in order."""
+"""The `/bias_variance` API's parameters, in order (model, reward, reward arguments, data set and prompts are
+the Rounds tab's controls: the study studies exactly what the Rounds tab runs)."""
 INTRO = """
 **Why a cutoff helps.** The final reward is a noisy label for an intermediate state: its noise
 `V(t) = E[Var(r | Xₜ)]` rises with the cutoff `t`, while the correction the fine-tuned model must learn,
@@ -80,11 +83,32 @@ def parse_cutoffs(text: str) -> tuple[float, ...]:
     return CurveSpec(values).cutoffs
 
 
+def _prompt_list(prompts: str | list[str] | None) -> list[str]:
+    if isinstance(prompts, (list, tuple)):
+        return [str(p) for p in prompts if str(p).strip()]
+    return [p for p in re.split(r"[,;]\s*", (prompts or "").strip()) if p]
+
+
+def parse_max_loss(value: Any) -> float | None:
+    """The sweep's realism tolerance: blank (or None) is the domain's documented bound, else a number >= 0."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"max realism loss: {value!r} is invalid; leave it blank for the domain's bound or enter a number >= 0"
+        ) from None
+    if not x >= 0 or x == float("inf"):
+        raise ValueError(f"max realism loss: {value!r} is invalid; enter a finite number >= 0 (or leave it blank)")
+    return x
+
+
 def make_specs(
     model: str,
     reward: str,
     dataset: str,
-    prompts: str,
+    prompts: str | list[str],
     rule: str,
     rule_param: float,
     cutoffs: str,
@@ -96,10 +120,12 @@ def make_specs(
     samples: float,
     rounds: float,
     finetune_steps: float,
-    max_loss: float | None,
+    max_loss: float | str | None,
     device: str,
+    reward_args: str | None = None,
 ) -> tuple[RunConfig, CurveSpec, SweepSpec | None]:
-    """The study's configuration from the tab's controls; every bad value raises `ValueError` naming it."""
+    """The study's configuration from the tab's controls; every bad value raises `ValueError` naming it.
+    `reward_args` is the Rounds tab's `key=value, ...` text, parsed against the reward's declared arguments."""
     if rule not in RULE_PARAMS:
         raise ValueError(f"rule: {rule!r} is not offered here; choose one of {list(RULE_PARAMS)}")
     field, _label, _default = RULE_PARAMS[rule]
@@ -109,7 +135,8 @@ def make_specs(
         model=model,
         dataset=dataset if "dataset" in spec.options else RunConfig.dataset,
         reward=reward,
-        prompts=[p for p in re.split(r"[,;]\s*", prompts.strip()) if p] if spec.conditional else [],
+        reward_args=parse_reward_args(reward, reward_args, model),
+        prompts=_prompt_list(prompts) if spec.conditional else [],
         rule=rule,
         samples=int(samples),
         rounds=int(rounds),
@@ -122,7 +149,7 @@ def make_specs(
     )
     cut = parse_cutoffs(cutoffs)
     curve = CurveSpec(cut, int(states), int(continuations))
-    sweep_spec = SweepSpec(cut, True, None if max_loss in (None, "") else float(max_loss)) if sweep else None
+    sweep_spec = SweepSpec(cut, True, parse_max_loss(max_loss)) if sweep else None
     return config, curve, sweep_spec
 
 
@@ -165,8 +192,9 @@ def run_study(
     samples: float,
     rounds: float,
     finetune_steps: float,
-    max_loss: float | None,
+    max_loss: float | str | None,
     selected: float | None,
+    reward_args: str | None = None,
     device: str = "cpu",
     request: gr.Request | None = None,
     progress: gr.Progress | None = None,
@@ -177,7 +205,7 @@ def run_study(
     try:
         config, curve_spec, sweep_spec = make_specs(
             model, reward, dataset, prompts, rule, rule_param, cutoffs, states, continuations, steps, seed,
-            sweep, samples, rounds, finetune_steps, max_loss, device,
+            sweep, samples, rounds, finetune_steps, max_loss, device, reward_args,
         )  # fmt: skip
         check_limits(Limits() if limits is None else limits, config, curve_spec, sweep_spec)
     except ValueError as exc:
@@ -276,11 +304,44 @@ def use_recommended(
     return gr.update(value=value), gr.update(value="pgraft"), gr.Tabs(selected=rounds_tab_id)
 
 
+def studied(model: str, dataset: str, reward: str, reward_args: str, prompts: Any) -> str:
+    """What the study will study: exactly the Rounds tab's model, data set, reward, its arguments and prompts."""
+    if model not in MODELS:
+        return f"Studies the Rounds tab's model {model!r}, which is not a registered model."
+    spec = get_model_spec(model)
+    parts = [f"**Studies:** model `{model}`"]
+    if "dataset" in spec.options:
+        parts.append(f"data set `{dataset}`")
+    try:
+        args = parse_reward_args(reward, reward_args, model)
+    except ValueError as exc:
+        return f"**Studies:** model `{model}`, reward `{reward}` — its arguments are invalid: {exc}"
+    shown = ", ".join(f"{k}={v}" for k, v in args.items())
+    parts.append(f"reward `{reward}`" + (f" with `{shown}`" if shown else " (no arguments)"))
+    if spec.conditional:
+        parts.append(f"prompts {_prompt_list(prompts) or '(none chosen)'}")
+    return ", ".join(parts) + ". These follow the Rounds tab: change them there."
+
+
+def _studied_default(ctx: TabContext) -> str:
+    def value(component: Any, default: Any) -> Any:
+        return getattr(component, "value", default) if component is not None else default
+
+    return studied(
+        value(ctx.rounds_model, DEFAULT_MODEL),
+        value(ctx.rounds_dataset, RunConfig.dataset),
+        value(ctx.rounds_reward, "x"),
+        value(ctx.rounds_reward_args, ""),
+        value(ctx.rounds_prompts, []),
+    )
+
+
 def build_tab(ctx: TabContext) -> None:
     """Lay out the tab's components inside the `gr.Tab` the shell opened, and wire its events."""
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=4, min_width=320):
+            studies = gr.Markdown(_studied_default(ctx), elem_id="bv-studies")
             c = _controls()
         with gr.Column(scale=7):
             status = gr.Markdown("Model and reward follow the Rounds tab.", elem_id="bv-status")
@@ -288,9 +349,15 @@ def build_tab(ctx: TabContext) -> None:
             curves_table = gr.Dataframe(label="Estimated curves", interactive=False)
             sweep_table = gr.Dataframe(label="Sweep (one run per cutoff, equal budget)", interactive=False)
     data = gr.State({})
-    names = ("dataset", "prompts", "rule", "rule_param", "cutoffs", "states", "continuations", "steps", "seed")
-    inputs = [ctx.rounds_model, ctx.rounds_reward, *(c[k] for k in names)]
+    # Model, reward, its arguments, data set and prompts are the Rounds tab's own controls (a tab built on
+    # its own, as in a test, gets hidden boxes with the defaults, so the API's parameters stay the same).
+    dataset = ctx.rounds_dataset if ctx.rounds_dataset is not None else gr.Textbox(RunConfig.dataset, visible=False)
+    prompts = ctx.rounds_prompts if ctx.rounds_prompts is not None else gr.Textbox("", visible=False)
+    reward_args = ctx.rounds_reward_args if ctx.rounds_reward_args is not None else gr.Textbox("", visible=False)
+    names = ("rule", "rule_param", "cutoffs", "states", "continuations", "steps", "seed")
+    inputs = [ctx.rounds_model, ctx.rounds_reward, dataset, prompts, *(c[k] for k in names)]
     inputs += [c[k] for k in ("sweep", "samples", "rounds", "finetune_steps", "max_loss")] + [ctx.rounds_cutoff]
+    inputs.append(reward_args)
 
     sessions = _DIRECT if ctx.sessions is None else ctx.sessions
 
@@ -312,6 +379,7 @@ def build_tab(ctx: TabContext) -> None:
         api_name="bias_variance",
         concurrency_id=ctx.heavy_concurrency_id,
         concurrency_limit=ctx.heavy_concurrency_limit,
+        show_progress_on=c["progress"],
     ).then(lambda: (gr.update(interactive=True), gr.update(interactive=False)), None, [c["run"], c["stop"]], **light)
 
     def stop(request: gr.Request) -> str:
@@ -329,6 +397,8 @@ def build_tab(ctx: TabContext) -> None:
     )
     ctx.rounds_cutoff.change(redraw, [data, ctx.rounds_cutoff], plot, **light)
     ctx.rounds_model.change(study_steps, ctx.rounds_model, c["steps"], **light)
+    shown_in = [ctx.rounds_model, dataset, ctx.rounds_reward, reward_args, prompts]
+    gr.on([x.change for x in shown_in], studied, shown_in, studies, **light)
     bounds = (float(getattr(ctx.rounds_cutoff, "minimum", 0.0)), float(getattr(ctx.rounds_cutoff, "maximum", 1.0)))
     use_outputs = [ctx.rounds_cutoff, ctx.rounds_method, ctx.tabs]
     c["use"].click(lambda d: use_recommended(d, ctx.rounds_tab_id, bounds), data, use_outputs, **light)
@@ -338,9 +408,6 @@ def _controls() -> dict[str, Any]:
     """The tab's controls, each from its config field's metadata (`RunConfig`, `CurveSpec`)."""
     c: dict[str, Any] = {}
     with gr.Group():
-        datasets = sorted({name for d in DOMAINS.values() for name in d.datasets})
-        c["dataset"] = control("dataset", choices=datasets, value=RunConfig.dataset, label="Data set (toy models)")
-        c["prompts"] = gr.Textbox("3", label="Prompts (prompted models; comma-separated)")
         c["rule"] = control("rule", choices=list(RULE_PARAMS), value="best-of-n")
         c["rule_param"] = gr.Number(RULE_PARAMS["best-of-n"][2], label=RULE_PARAMS["best-of-n"][1])
     with gr.Group():
@@ -361,9 +428,17 @@ def _controls() -> dict[str, Any]:
         c["samples"] = control("samples", value=1024)
         c["rounds"] = control("rounds", maximum=5, value=2)
         c["finetune_steps"] = control("finetune_steps", step=50, value=200, label="Fine-tuning steps per round")
-        c["max_loss"] = gr.Number(None, label="Max realism loss (blank: loglik 0.5, fid_real 5)")
+        # A textbox, not a number box: a blank number box shows (and sends) 0, which is a tolerance of 0.
+        c["max_loss"] = gr.Textbox(
+            "",
+            label="Max realism loss",
+            placeholder="blank: the domain's bound (loglik 0.5, fid_real 5)",
+            info="How much realism the recommended cutoff may lose against the base; blank: the documented bound.",
+            elem_id="bv-max-loss",
+        )
     with gr.Row():
         c["run"] = gr.Button("Run", variant="primary", elem_id="bv-run")
         c["stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="bv-stop")
+    c["progress"] = gr.Markdown("", elem_id="bv-progress")
     c["use"] = gr.Button("Use recommended cutoff", elem_id="bv-use")
     return c

@@ -39,3 +39,9 @@ class TabContext:
     the tab makes its own, for a tab built on its own)."""
     limits: Any = None
     """The app's `ui.limits.Limits` (None: the defaults): every heavy handler checks its request against them."""
+    rounds_dataset: Any = None
+    """The Rounds tab's data set control (toy models): a tab studies the same data set."""
+    rounds_prompts: Any = None
+    """The Rounds tab's prompts control (prompted models)."""
+    rounds_reward_args: Any = None
+    """The Rounds tab's reward-arguments textbox (`key=value, ...`)."""

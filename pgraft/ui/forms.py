@@ -11,12 +11,33 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from abc import ABCMeta
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import gradio as gr
+from gradio.component_meta import ComponentMeta
 
 from pgraft.graft.config import RunConfig
+
+
+def _unbounded_preprocess(self: gr.Slider, payload: float) -> float:
+    return payload if payload is None else float(payload)  # None: the page sent no value
+
+
+# A slider whose range the server does not enforce on what the page sends. Gradio's own slider refuses a value
+# outside its current range before the handler runs ("Value 100 is greater than maximum value 4.69", or a
+# stale hidden value against a range that just moved): the user sees an error badge while the page silently
+# clamps. With this one the handler receives the value and decides, and says, what to do with it
+# (`RoundsHandlers.threshold_typed`). It is a template of the slider (the frontend draws Gradio's own), and it
+# is made with `ABCMeta.__new__` because Gradio's `ComponentMeta.__new__` writes a `.pyi` file beside the
+# module of every component class it creates; the base class already carries the events and `__init__`.
+FreeSlider: type[gr.Slider] = ABCMeta.__new__(  # type: ignore[assignment]
+    ComponentMeta,
+    "FreeSlider",
+    (gr.Slider,),
+    {"__module__": __name__, "is_template": True, "preprocess": _unbounded_preprocess},
+)
 
 
 def field_ui(name: str, cls: type = RunConfig) -> dict[str, Any]:
@@ -40,7 +61,8 @@ def control(name: str, cls: type = RunConfig, **overrides: Any) -> Any:
     ui.pop("help", None)
     common = {k: ui.pop(k) for k in ("label", "value", "info", "visible", "elem_id") if k in ui}
     if widget == "slider":
-        return gr.Slider(float(ui.get("minimum", 0)), float(ui.get("maximum", 100)), step=ui.get("step"), **common)
+        kind = FreeSlider if ui.get("free") else gr.Slider
+        return kind(float(ui.get("minimum", 0)), float(ui.get("maximum", 100)), step=ui.get("step"), **common)
     if widget == "number":
         return gr.Number(precision=ui.get("precision"), minimum=ui.get("minimum"), **common)
     if widget == "dropdown":

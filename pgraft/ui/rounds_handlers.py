@@ -36,14 +36,20 @@ from pgraft.ui.controls import (
     reward_choices,
     reward_params,
 )
+from pgraft.ui.export import export_texts
 from pgraft.ui.limits import Limits
 from pgraft.ui.models import BaseModels
 from pgraft.ui.presets import get_preset
+from pgraft.ui.runs import RunRecord, find_runs, reopen, run_name, summary_table
 from pgraft.ui.sessions import ROUNDS, Busy, Session, SessionStore
 from pgraft.ui.views import RunView
 
 LOG = logging.getLogger("pgraft.app")
 PROGRESS_UPDATES = 10  # per stage: each update re-renders the progress bar in every open page
+ALMOST_NOTHING = 0.01
+"""A round that accepts less than this fraction of its samples gets a warning (none at all: the runner's)."""
+MAX_RUNS = 24
+"""Runs a session's run list keeps (the oldest is dropped, and its temporary folder deleted, beyond)."""
 RUN_OUTPUTS = (
     "status",
     "histogram",
@@ -55,9 +61,12 @@ RUN_OUTPUTS = (
     "archive",
     "yaml",
     "command",
+    "launch",
     "run",
     "stop",
 )
+RUN_LIST_OUTPUTS = ("run_list", "compare_pick", "earlier")
+COMPARE_OUTPUTS = ("compare_curves", "compare_histograms", "compare_samples")
 
 
 class RoundsHandlers:
@@ -68,12 +77,14 @@ class RoundsHandlers:
         device: str,
         limits: Limits | None = None,
         models_dir: Path | None = None,
+        runs_dir: Path | None = None,
     ) -> None:
         self.sessions = sessions
         self.models = models
         self.device = device
         self.limits = Limits() if limits is None else limits
         self.models_dir = Path(models_dir) if models_dir is not None else None
+        self.runs_dir = Path(runs_dir).resolve() if runs_dir is not None else None
 
     # -- light events ---------------------------------------------------------------------------------
     def config(self, controls: Controls, limited: bool = False) -> RunConfig:
@@ -83,6 +94,12 @@ class RoundsHandlers:
         try:
             if controls.model not in self.model_values():
                 raise ValueError(f"--model: {controls.model!r} is not offered here; choose one from the list")
+            offered = [name for _, name in reward_choices(controls.model)]
+            if controls.reward not in offered:
+                raise ValueError(
+                    f"--reward: {controls.reward!r} is not a reward this app offers for {controls.model!r}; "
+                    f"choose one of {offered}"
+                )
             config = resolve_reward_paths(controls.to_config(self.device), self.models_dir)
             if limited:
                 self.limits.check_run(config)
@@ -93,10 +110,10 @@ class RoundsHandlers:
     def model_values(self) -> list[str]:
         return [value for _, value in model_choices(self.models_dir)]
 
-    def export(self, *values: Any) -> tuple[str, str]:
-        """The YAML config and the `pgraft run` command of the current controls."""
-        config = self.config(Controls(*values))
-        return config.to_yaml(), config.command_line() + " --out runs/my-run"
+    def export(self, *values: Any) -> tuple[str, str, str]:
+        """The YAML config, the `pgraft run` command with every flag that applies, and the commands that run
+        the YAML on one process or under `accelerate launch` (`ui.export`)."""
+        return export_texts(self.config(Controls(*values)))
 
     def stop(self, request: gr.Request) -> str:
         if not self.sessions.request_stop(request, ROUNDS):
@@ -162,8 +179,16 @@ class RoundsHandlers:
             return f"Cannot place the cutoff: {exc}"
 
     def rule_changed(self, request: gr.Request, *values: Any) -> tuple[Any, ...]:
-        """Show the chosen rule's own parameter, span the threshold over base rewards, preview the reshaping."""
-        controls = Controls(*values)
+        """Show the chosen rule's own parameter, span the threshold over base rewards, preview the reshaping.
+        A threshold outside the new range (left from another reward) moves to the base rewards' 75 % quantile."""
+        return self._rule(request, Controls(*values), typed=False)
+
+    def threshold_typed(self, request: gr.Request, *values: Any) -> tuple[Any, ...]:
+        """As `rule_changed`, after the user set the threshold: a value outside the base rewards' range is
+        brought to its nearest end, and a warning says so; one that would accept (almost) nothing is warned of."""
+        return self._rule(request, Controls(*values), typed=True)
+
+    def _rule(self, request: gr.Request, controls: Controls, typed: bool) -> tuple[Any, ...]:
         view = self.sessions.get(request).view
         if view is not None:
             view.reshaping_shown = False  # this preview replaces the run's own rule plot: a running run redraws it
@@ -178,8 +203,7 @@ class RoundsHandlers:
         except (ValueError, RewardError) as exc:
             return (*visibility, placeholder(f"Cannot sample the base model's rewards:\n{exc}"))
         lo, hi = _nice_range(rewards)
-        threshold = controls.threshold if controls.threshold is not None and lo <= controls.threshold <= hi else None
-        threshold = float(np.quantile(rewards, 0.75)) if threshold is None else threshold
+        threshold = _threshold_in_range(controls.threshold, rewards, lo, hi, typed and shown == "threshold")
         visibility[0] = gr.update(
             visible=shown == "threshold", minimum=lo, maximum=hi, value=round(threshold, 3), step=(hi - lo) / 200
         )
@@ -189,6 +213,84 @@ class RoundsHandlers:
         except ValueError as exc:
             figure = placeholder(str(exc))
         return (*visibility, figure)
+
+    # -- the run list ---------------------------------------------------------------------------------
+    def run_list(self, request: gr.Request, picked: list[str] | None = None) -> tuple[Any, ...]:
+        """The run list (table and tick boxes; a new run is ticked) and the earlier runs of `--runs-dir`."""
+        session = self.sessions.get(request)
+        names = [r.name for r in session.runs]
+        shown = [n for n in (picked or []) if n in names]
+        latest = session.runs[-1].name if session.runs else None
+        if latest is not None and latest not in shown and session.runs[-1].view.latest is not None:
+            shown.append(latest)
+        return (
+            summary_table(session.runs),
+            gr.update(choices=names, value=shown),
+            self._earlier_update(session),
+        )
+
+    def _earlier_update(self, session: Session) -> Any:
+        if self.runs_dir is None:
+            return gr.update(visible=False)
+        listed = {r.name for r in session.runs}
+        found = [n for n in find_runs(self.runs_dir) if n not in listed]
+        return gr.update(choices=found, value=None, visible=True)
+
+    def compare(self, request: gr.Request, picked: list[str] | None) -> tuple[Any, ...]:
+        """The ticked runs overlaid: per-round curves, last-round reward histograms, samples from the same seeds."""
+        from pgraft.plots.compare import compare_curves, compare_histograms, compare_samples
+
+        session = self.sessions.get(request)
+        runs = [r for r in session.runs if r.name in (picked or []) and r.view.latest is not None]
+        domains = {r.view.domain for r in runs}
+        if len(domains) > 1:
+            figure = placeholder(f"Tick runs of one kind of model to compare them (ticked: {sorted(domains)}).")
+            return figure, figure, figure
+        summaries = [r.summary() for r in runs]
+        realism = get_domain(runs[0].view.domain).realism if runs else None
+        metric = realism.metric if realism is not None else None
+        label = f"realism: {metric} ({realism.unit})" if realism is not None else ""
+        samples = compare_samples(summaries)
+        if len({(r.config.seed, r.config.preview) for r in runs}) > 1:
+            samples.update_layout(title_text=samples.layout.title.text + " (note: the runs' seeds differ)")
+        return compare_curves(summaries, metric, label), compare_histograms(summaries), samples
+
+    def reopen(self, request: gr.Request, name: str | None) -> tuple[Any, ...]:
+        """An earlier run of `--runs-dir`, picked from the server's list, into the run list and the figures;
+        its files are read (safetensors and plain YAML), nothing is recomputed."""
+        if self.runs_dir is None or not name:
+            raise gr.Error("Pick one of the earlier runs listed first.", title="Nothing to reopen")
+        session = self.sessions.get(request)
+        try:
+            record = reopen(self.runs_dir, name, self._setup_of_kept)
+        except (ValueError, OSError, RewardError) as exc:
+            raise gr.Error(str(exc), title="Cannot reopen") from None
+        session.runs = [r for r in session.runs if r.name != name] + [record]
+        session.current_run, session.view = record.folder, record.view
+        exports = export_texts(record.config)
+        status = f"**Reopened {name}** ({record.describe()}, {record.status}) from its files."
+        if record.view.latest is None:
+            return self._outputs(session, record.view, status, exports, running=False)
+        record.view.reshaping_shown = False
+        return self._outputs(session, record.view, status, exports, running=False)
+
+    def _setup_of_kept(self, config: RunConfig) -> Any:
+        """The setup of a kept run's config, under the same checks as a run from the page: a model and reward
+        this app offers, reward files only from `--models-dir`."""
+        if config.model not in self.model_values():
+            raise ValueError(f"--model: {config.model!r} is not offered here")
+        offered = [name for _, name in reward_choices(config.model)]
+        if config.reward not in offered:
+            raise ValueError(f"--reward: {config.reward!r} is not a reward this app offers; choose one of {offered}")
+        spec = reward_spec_of(config)
+        if spec is not None and spec.paths:
+            root = self.models_dir.resolve() if self.models_dir is not None else None
+            for key in spec.paths:
+                path = Path(str(config.reward_args.get(key, ""))).resolve()
+                if root is None or root not in path.parents:
+                    raise ValueError(f"--reward-arg {key}: {str(path)!r} is not inside --models-dir")
+        config = config.replace(device=self.device)
+        return build_setup(config, base=self.models.get_for(config))
 
     # -- the run --------------------------------------------------------------------------------------
     def run(
@@ -210,14 +312,34 @@ class RoundsHandlers:
         finally:
             self.sessions.finish(session, ROUNDS)
 
+    def _new_record(self, session: Session, config: RunConfig, setup: Any) -> RunRecord:
+        """A new run in the session's run list, with a folder of its own (in `--runs-dir` when given)."""
+        root = self.runs_dir if self.runs_dir is not None else session.folder / "runs"
+        index = len(session.runs) + 1
+        name = run_name(index, config, stamp=self.runs_dir is not None)
+        taken = {r.name for r in session.runs}
+        suffix = 1
+        while name in taken or (root / name).exists():
+            suffix += 1
+            name = f"{run_name(index, config, stamp=self.runs_dir is not None)}-{suffix}"
+        record = RunRecord(name, config, root / name, RunView(setup))
+        session.runs.append(record)
+        while len(session.runs) > MAX_RUNS:
+            old = session.runs.pop(0)
+            if self.runs_dir is None:
+                shutil.rmtree(old.folder, ignore_errors=True)
+        session.current_run = record.folder
+        session.view = record.view
+        return record
+
     def _rounds(
         self, session: Session, config: RunConfig, setup: Any, progress: gr.Progress
     ) -> Generator[tuple[Any, ...], None, None]:
-        shutil.rmtree(session.run_dir, ignore_errors=True)
-        runner = RoundRunner(config, out=session.run_dir, should_stop=session.stop.is_set, setup=setup)
-        view = session.view = RunView(setup)
+        record = self._new_record(session, config, setup)
+        runner = RoundRunner(config, out=record.folder, should_stop=session.stop.is_set, setup=setup)
+        view = record.view
         start = time.perf_counter()
-        exports = (config.to_yaml(), config.command_line() + " --out runs/my-run")
+        exports = export_texts(config)
         notes: list[str] = []
         yield self._outputs(session, view, "**Starting…** round 0 samples the base model.", exports, running=True)
         try:
@@ -231,20 +353,28 @@ class RoundsHandlers:
                     gr.Warning(event.message)
                 elif isinstance(event, RoundResult):
                     view.add(event)
+                    starved = starved_round(event)
+                    if starved is not None:
+                        notes.append(starved)
+                        gr.Warning(starved)
                     status = _round_status(view, config, time.perf_counter() - start, notes)
                     yield self._outputs(session, view, status, exports, running=True)
                 elif isinstance(event, RunCancelled):
+                    record.status = "stopped"
                     kept = (
                         f"rounds 0–{event.completed_rounds - 1} kept" if event.completed_rounds else "no round finished"
                     )
                     yield self._outputs(session, view, f"**Stopped** ({kept}).", exports, running=False, redraw=False)
                 elif isinstance(event, Finished):
+                    record.status = "finished"
                     status = _round_status(view, config, time.perf_counter() - start, notes, finished=True)
                     yield self._outputs(session, view, status, exports, running=False, redraw=False)
         except RewardError as exc:
+            record.status = "failed"
             yield self._outputs(session, view, f"**Stopped: the reward failed.** {exc}", exports, running=False)
             raise gr.Error(str(exc), title="Reward failed") from None
         except Exception as exc:  # a bug: say so in the page; the traceback goes to the server's log
+            record.status = "failed"
             LOG.exception("run failed")
             message = f"The run failed: {type(exc).__name__}: {exc}"
             yield self._outputs(session, view, f"**{message}**", exports, running=False)
@@ -255,7 +385,7 @@ class RoundsHandlers:
         session: Session,
         view: RunView,
         status: str,
-        exports: tuple[str, str],
+        exports: tuple[str, ...],
         running: bool,
         redraw: bool = True,
     ) -> tuple[Any, ...]:
@@ -280,6 +410,41 @@ class RoundsHandlers:
             *exports,
             *buttons,
         )
+
+
+def _threshold_in_range(value: Any, rewards: np.ndarray, lo: float, hi: float, typed: bool) -> float:
+    """The threshold to show for the base rewards spanning [lo, hi]. A stale value (left from another reward
+    or model) outside the range moves to the rewards' 75 % quantile; a typed one to the nearest end, and a
+    warning says what was changed and what it keeps."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return float(np.quantile(rewards, 0.75))
+    x = float(value)
+    if not typed:
+        return x if lo <= x <= hi else float(np.quantile(rewards, 0.75))
+    clamped = min(max(x, lo), hi)
+    kept = float(np.mean(rewards >= clamped))
+    what = f"keeps {kept:.1%} of the base samples"
+    if kept < ALMOST_NOTHING:
+        what += ": a round would fine-tune on (almost) nothing"
+    if clamped != x:
+        side = "above every" if x > hi else "below every"
+        gr.Warning(
+            f"Threshold τ: {x:g} is {side} base reward (they span {lo:g} to {hi:g}); set to {clamped:g}, which {what}."
+        )
+    elif kept < ALMOST_NOTHING:
+        gr.Warning(f"Threshold τ {x:g} {what}. Lower it.")
+    return clamped
+
+
+def starved_round(result: RoundResult) -> str | None:
+    """A warning when the round accepted (almost) nothing, else None."""
+    n, total = int(result.metrics.get("n_accepted", 0)), len(result.rewards)
+    if n == 0 or n / total >= ALMOST_NOTHING:  # none at all: the runner's own notice says so
+        return None
+    return (
+        f"Round {result.round} accepted {n} of {total} samples ({n / total:.1%}): the next round fine-tunes on "
+        "(almost) nothing. Loosen the rule (a lower threshold, a larger quantile's share, more samples)."
+    )
 
 
 def _nice_range(rewards: np.ndarray) -> tuple[float, float]:
@@ -314,8 +479,9 @@ TIME_PARTS = (
 def _round_status(view: RunView, config: RunConfig, elapsed: float, notes: list[str], finished: bool = False) -> str:
     assert view.latest is not None
     m = view.latest.metrics
+    after = view.latest.round
     head = (
-        f"**Finished {len(view.rows)} rounds** (0–{view.latest.round})"
+        f"**Finished: {after} round{'s' if after != 1 else ''} after the base** (round 0 is the base model)"
         if finished
         else f"**Round {view.latest.round} of {config.rounds} done**"
     )
@@ -368,6 +534,12 @@ def resolve_reward_paths(config: RunConfig, models_dir: Path | None) -> RunConfi
             raise ValueError(f"--reward-arg {key}: {value!r} is not one of the model files found {where}: {names}")
         args[key] = str((Path(models_dir) / value).resolve())  # type: ignore[arg-type]
     return config.replace(reward_args=args)
+
+
+def reward_spec_of(config: RunConfig) -> Any:
+    from pgraft.registry import reward_spec
+
+    return reward_spec(config.reward, get_model_spec(config.model).domain)
 
 
 def model_info(model: str) -> str:

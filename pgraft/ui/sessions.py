@@ -91,6 +91,10 @@ class Session:
     view: Any = None
     """The Rounds tab's `RunView` of the latest run (see `pgraft/ui/views.py`), or None before the first."""
     jobs: dict[str, Job] = field(default_factory=dict)
+    runs: list[Any] = field(default_factory=list)
+    """The Rounds tab's runs of this session, oldest first (`ui.runs.RunRecord`), for the run list."""
+    current_run: Path | None = None
+    """The folder of the latest run (None before the first)."""
 
     def job(self, tab: str) -> Job:
         """The job of `tab`; its folder is `<session>/<tab>` (the Rounds tab's run folder is `run_dir`)."""
@@ -104,8 +108,8 @@ class Session:
 
     @property
     def run_dir(self) -> Path:
-        """The run folder of the Rounds tab."""
-        return self.folder / "run"
+        """The run folder of the Rounds tab's latest run."""
+        return self.current_run if self.current_run is not None else self.folder / "run"
 
     @property
     def stop(self) -> threading.Event:
