@@ -129,3 +129,34 @@ def test_two_runs_are_ticked_and_overlaid(app):
         "() => document.querySelectorAll('#compare-histograms .scatterlayer .trace').length === 1", timeout=30_000
     )
     page.close()
+
+
+OVERLAPS = """(sel) => {
+  const t = [...document.querySelectorAll(sel + ' .annotation-text, ' + sel + ' .xtitle, ' + sel + ' .gtitle')]
+    .map(e => [e.textContent, e.getBoundingClientRect()]).filter(([, r]) => r.width > 0);
+  const out = [];
+  for (let i = 0; i < t.length; i++) for (let j = i + 1; j < t.length; j++) {
+    const [a, b] = [t[i][1], t[j][1]];
+    if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom) out.push([t[i][0], t[j][0]]);
+  }
+  return out;
+}"""
+
+
+def test_at_820_px_no_titles_overlap_and_dark_plots_follow_the_page(app):
+    demo, browser = app
+    page = browser.new_page(viewport={"width": 820, "height": 1000}, color_scheme="dark")
+    page.goto(demo.local_url + "?__theme=dark")
+    page.wait_for_selector("#reshaping .js-plotly-plot", timeout=120_000)
+    page.locator("#rounds input[type=number]").fill("1")
+    page.locator("#rounds input[type=number]").press("Enter")
+    page.click("#run")
+    page.wait_for_function("() => /Finished/.test(document.querySelector('#status').innerText)", timeout=300_000)
+    page.wait_for_selector("#compare-curves .js-plotly-plot", timeout=60_000)
+    page.wait_for_timeout(1000)
+    for figure in ("#histogram", "#reshaping", "#samples", "#curves", "#compare-curves", "#compare-samples"):
+        assert page.evaluate(OVERLAPS, figure) == [], figure  # was: the curves' and samples' titles at 820 px
+    background = page.evaluate("() => getComputedStyle(document.querySelector('#curves .main-svg')).backgroundColor")
+    assert background in ("rgba(0, 0, 0, 0)", "transparent")  # the dark page shows through, not a white card
+    page.screenshot(path="/tmp/shots/e2e_820_dark.png", full_page=True)
+    page.close()

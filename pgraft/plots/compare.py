@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pgraft.plots.style import placeholder, style
+from pgraft.plots.style import placeholder, style, wrap_title
 
 PALETTE = ("#3b6fd8", "#e07b1a", "#1f9d55", "#d64545", "#8e5bd8", "#17a2b8", "#b8860b", "#6c757d")
 EMPTY = "Tick two or more runs in the run list to overlay their curves, histograms and samples."
@@ -39,7 +39,7 @@ def compare_curves(runs: Sequence[RunSummary], realism: str | None, realism_labe
         return placeholder(EMPTY, 300)
     titles = ["mean reward", realism_label or (realism or "realism")]
     shown = [t for t, ok in zip(titles, (True, realism is not None)) if ok]
-    fig = make_subplots(rows=1, cols=len(shown), subplot_titles=shown, horizontal_spacing=0.12)
+    fig = make_subplots(rows=1, cols=len(shown), subplot_titles=[wrap_title(t) for t in shown], horizontal_spacing=0.12)
     for i, run in enumerate(runs):
         x = pd.to_numeric(run.table["round"], errors="coerce")
         y = pd.to_numeric(run.table["reward_mean"], errors="coerce")

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pgraft.core.acceptance import AcceptanceRule, Quantile, Threshold, implied_kl, reshaped_reward
-from pgraft.plots.style import ACCEPT_COLOR, BASE_COLOR, ROUND_COLOR, TARGET_COLOR, style, subtitle
+from pgraft.plots.style import ACCEPT_COLOR, BASE_COLOR, ROUND_COLOR, TARGET_COLOR, style, subtitle, wrap_title
 
 
 def robust_range(values: np.ndarray, tail: float = 0.005) -> tuple[float, float]:
@@ -142,7 +142,7 @@ def round_curves(table: pd.DataFrame, domain: str | Sequence[Any]) -> go.Figure:
 
         domain = get_domain(domain).curve_panels
     panels = _panels(table, domain)
-    titles = ["mean reward (band: ±1 std)", "acceptance rate", *[t for t, _ in panels]]
+    titles = [wrap_title(t) for t in ("mean reward (band: ±1 std)", "acceptance rate", *[t for t, _ in panels])]
     cols = 2
     rows = math.ceil(len(titles) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, vertical_spacing=0.2, horizontal_spacing=0.1)
@@ -190,7 +190,9 @@ def round_curves(table: pd.DataFrame, domain: str | Sequence[Any]) -> go.Figure:
                 row=row,
                 col=col,
             )
-    fig.update_xaxes(title_text="round", dtick=1)
+    fig.update_xaxes(dtick=1)
+    fig.update_xaxes(title_text="round (0 = base)", row=rows)  # only under the last row: an axis title above
+    # another row's subplot title overlaps it on a narrow screen
     fig.update_yaxes(range=[0, 1.05], row=1, col=2)
     return style(fig, "Round by round", 260 * rows + 60)
 

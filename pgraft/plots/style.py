@@ -26,6 +26,12 @@ def style(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
+def wrap_title(text: str, width: int = 28) -> str:
+    """A subplot title broken into lines of about `width` characters, so neighbouring titles never overlap
+    on a narrow screen (plotly does not wrap them)."""
+    return "<br>".join(textwrap.wrap(text, width)) or text
+
+
 def subtitle(text: str) -> str:
     return f"<br><span style='font-size:12px;color:#555'>{text}</span>"
 

@@ -51,6 +51,14 @@ CSS = """
 #progress { min-height: 1.6em; }
 #run-row { align-items: center; }
 .hint { padding: 4px 10px 8px 10px; font-size: 0.9em; opacity: 0.85; }
+/* Plots follow the page's theme: transparent backgrounds, and in dark mode light text and faint grid lines. */
+.js-plotly-plot .plotly .main-svg { background: transparent !important; }
+.js-plotly-plot .plotly .bg { fill: transparent !important; }
+.dark .js-plotly-plot .plotly text { fill: var(--body-text-color) !important; }
+.dark .js-plotly-plot .plotly .gridlayer path, .dark .js-plotly-plot .plotly .zerolinelayer path {
+  stroke: rgba(255, 255, 255, 0.14) !important;
+}
+.dark .js-plotly-plot .plotly .legend .bg { fill: transparent !important; }
 """
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="sm")
 

@@ -170,7 +170,7 @@ def build_rounds_tab(handlers: RoundsHandlers, heavy_id: str, heavy_limit: int) 
             )
             c["note"] = gr.Markdown()
             _controls(c, handlers.models_dir)
-        with gr.Column(scale=7):
+        with gr.Column(scale=7, min_width=600):  # below about 950 px the results go under the controls
             _results(c, handlers.runs_dir)
     _wire(c, handlers, heavy_id, heavy_limit)
     return RoundsTab(c)
