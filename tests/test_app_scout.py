@@ -249,3 +249,23 @@ def test_launcher_takes_runs_dir_and_rewards():
     args = launcher.parse_args(["--runs-dir", "/tmp/kept", "--rewards", "a_mod", "--rewards", "b_mod"])
     assert args.runs_dir == "/tmp/kept" and args.rewards == ["a_mod", "b_mod"]
     assert launcher.parse_args([]).runs_dir is None
+
+
+# -- the bias-variance tab's polish -------------------------------------------------------------------------
+def test_the_study_gives_an_estimate_first_then_the_time_left_and_carries_the_sweeps_settings():
+    from pgraft.plots.bias_variance import bias_variance_figure
+    from pgraft.ui.bias_variance_tab import carry_settings, run_study
+
+    args = ("toy2d-exact", "x", "ring8", "", "best-of-n", 4, "0.3 0.6", 16, 2, 20, 0, True, 64, 1, 5, None, 0.4)
+    outs = list(run_study(*args))
+    statuses = [o[3] for o in outs]
+    assert statuses[0].startswith("**Starting.** Estimated time for the curves: about")
+    assert "plus the sweep: 3 runs of 1 rounds" in statuses[0]
+    assert any("Cutoff" in s and "left for the curves" in s for s in statuses)  # after the first of two cutoffs
+    state = outs[-1][4]
+    assert state["settings"] == {"samples": 64, "rounds": 1, "finetune_steps": 5, "rule": "best-of-n", "n": 4}
+    assert "also sets the Rounds tab to the sweep's settings" in statuses[-1]
+    updates = carry_settings(state, ["samples", "rounds", "finetune_steps", "rule", "n", "quantile"])
+    assert [u.get("value") for u in updates] == [64, 1, 5, "best-of-n", 4, None]  # quantile left alone
+    hint = bias_variance_figure(state["curves"])  # curves without a sweep: the empty panel says why
+    assert any("Empty without the sweep" in a.text for a in hint.layout.annotations)

@@ -30,6 +30,10 @@ REALISM_COLOR = "#9aa5b1"
 EXACT_COLOR = "#1d2733"
 SELECTED_COLOR = "#4a5560"
 RECOMMENDED_COLOR = "#1f9d55"
+EMPTY_SWEEP = (
+    "Empty without the sweep: tick <i>Also run one P-GRAFT<br>run per cutoff</i> under <i>End-to-end sweep</i><br>"
+    "to compare final reward and realism here."
+)
 PANELS = (
     "label noise V(t) and signal B(t)",
     "R²(t) = B / (B + V)",
@@ -196,6 +200,18 @@ def bias_variance_figure(
         )
     if sweep is not None and not sweep.empty:
         _sweep_panel(fig, sweep, exact)
+    else:
+        panel = fig.get_subplot(2, 2)  # paper coordinates: the page's plotly.js may not read "x4 domain"
+        fig.add_annotation(
+            text=EMPTY_SWEEP,
+            x=sum(panel.xaxis.domain) / 2,
+            y=sum(panel.yaxis.domain) / 2,
+            xref="paper",
+            yref="paper",
+            xanchor="center",
+            yanchor="middle",
+            showarrow=False,
+        )
     _mark(fig, selected, "selected", SELECTED_COLOR, "dash")
     _mark(fig, recommended, "recommended", RECOMMENDED_COLOR, "dot")
     fig.update_xaxes(range=[-0.02, 1.02])

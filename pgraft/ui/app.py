@@ -157,6 +157,7 @@ def build_demo(
                 rounds_dataset=rounds["dataset"],
                 rounds_prompts=rounds["prompts"],
                 rounds_reward_args=rounds["reward_args"],
+                rounds_controls={name: rounds[name] for name in Controls.names()},
                 tabs=tabs,
                 rounds_tab_id=ROUNDS_TAB_ID,
                 sessions=sessions,

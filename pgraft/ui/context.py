@@ -45,3 +45,5 @@ class TabContext:
     """The Rounds tab's prompts control (prompted models)."""
     rounds_reward_args: Any = None
     """The Rounds tab's reward-arguments textbox (`key=value, ...`)."""
+    rounds_controls: Any = None
+    """The Rounds tab's controls by `Controls` name (a dict), for a tab that sets several of them at once."""
