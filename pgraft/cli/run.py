@@ -2,6 +2,10 @@
 
 pgraft run --model toy2d --reward x --method pgraft --cutoff 0.5 --rule best-of-n --n 4 --out runs/demo
 pgraft run --config run.yaml --out runs/demo --resume
+accelerate launch --multi_gpu --num_processes 4 -m pgraft run --config run.yaml --out runs/full --report-to tensorboard
+
+On several processes every rank runs this command; only the main process prints, writes the run folder and
+logs to the trackers.
 """
 
 from __future__ import annotations
@@ -47,6 +51,16 @@ def add_parser(sub: Any) -> None:
     mode.add_argument("--resume", action="store_true", help="continue an existing run after its last complete round")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--report-to",
+        default="none",
+        metavar="TRACKERS",
+        help="log each round to experiment trackers, comma-separated: none (default), tensorboard, trackio, wandb, "
+        "mlflow (optional packages; tensorboard comes with pgraft[trackers])",
+    )
+    p.add_argument(
+        "--tracker-dir", type=Path, help="where file-based trackers (tensorboard, mlflow) write (default: OUT/trackers)"
+    )
 
 
 def config_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -98,25 +112,42 @@ def _print_row(metrics: dict[str, Any], header: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pgraft.cli.progress import StageBar
+    from pgraft.core.distributed import Processes
     from pgraft.core.events import Cancelled, Finished, Notice, Progress
     from pgraft.graft.config import RunConfig
     from pgraft.graft.runner import RoundResult, RoundRunner
+    from pgraft.graft.trackers import Trackers, check_installed, parse_report_to
     from pgraft.rewards import RewardError
 
     values = config_values(args)
     config = RunConfig.from_dict(values, source="arguments")
-    out = args.out or Path("runs") / f"{config.model}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    report_to = parse_report_to(args.report_to)
+    check_installed(report_to)
+    hint = Processes.launch_hint()
+    processes = Processes.detect(config.device)
+    main = processes.is_main
+
+    def say(message: str, err: bool = False) -> None:
+        if main:
+            print(message, file=sys.stderr if err else sys.stdout, flush=True)
+
+    if hint:
+        say(f"warning: {hint}", err=True)
+    # every rank must write to the same folder: the default's timestamp is the main process's
+    stamp = processes.broadcast(time.strftime("%Y%m%d-%H%M%S"))
+    out = args.out or Path("runs") / f"{config.model}-{config.method}-{stamp}"
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    runner = RoundRunner(config, out=out, mode=mode, allow_import=True)
-    print(
+    runner = RoundRunner(config, out=out, mode=mode, allow_import=True, processes=processes)
+    say(
         f"pgraft: {config.method} on {config.model}, reward {runner.setup.reward.name}, rule "
-        f"{runner.setup.rule.describe()}, {config.rounds} rounds of {config.samples} samples -> {out}",
-        flush=True,
+        f"{runner.setup.rule.describe()}, {config.rounds} rounds of {config.samples} samples -> {out}"
     )
+    say(f"pgraft: {processes.describe(runner.device)}")
     used = describe_defaults(values, config)
     if used:
-        print(f"pgraft: {used}", flush=True)
-    bar = StageBar(quiet=args.quiet)
+        say(f"pgraft: {used}")
+    bar = StageBar(quiet=args.quiet or not main)
+    trackers = None
     header = True
     try:
         for ev in runner.run():
@@ -124,18 +155,23 @@ def cmd_run(args: argparse.Namespace) -> int:
                 bar.update(ev.describe(), ev.done, ev.total)
             elif isinstance(ev, RoundResult):
                 bar.close()
-                _print_row(ev.metrics, header)
+                if main:
+                    _print_row(ev.metrics, header)
+                    if report_to and trackers is None:  # once the folder exists (a resumed run appends)
+                        trackers = Trackers(report_to, out.name, args.tracker_dir or out / "trackers", config.to_dict())
+                    if trackers is not None:
+                        trackers.log_round(ev.round, ev.metrics, ev.rewards, ev.path)
                 header = False
             elif isinstance(ev, Notice):
-                print(f"warning: {ev.message}", file=sys.stderr)
+                say(f"warning: {ev.message}", err=True)
             elif isinstance(ev, Cancelled | Finished):
                 break
     except RewardError as exc:
         bar.close()
-        print(
-            f"pgraft: error: {exc}. Completed rounds are kept in {out}; no partial round was written.",
-            file=sys.stderr,
-        )
+        say(f"pgraft: error: {exc}. Completed rounds are kept in {out}; no partial round was written.", err=True)
         return 1
-    print(f"done: metrics in {out / 'metrics.csv'}, rounds in {out / 'rounds'}")
+    finally:
+        if trackers is not None:
+            trackers.close()
+    say(f"done: metrics in {out / 'metrics.csv'}, rounds in {out / 'rounds'}")
     return 0

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from pgraft.core.distributed import LONE, Processes
 from pgraft.core.events import Progress
 from pgraft.core.process import NoiseProcess
 from pgraft.families.base import DiffusionAdapter
@@ -83,12 +84,16 @@ def finetune_iter(
     lr: float,
     seed: int,
     grad_clip: float = 1.0,
+    processes: Processes = LONE,
 ) -> Generator[Progress, None, list[float]]:
     """Train `model` (a trainable copy) in place on `data`; yields after each step, returns the losses of the
     last tenth of the steps (their mean is the round's `finetune_loss`; a long run keeps no more).
 
     Minibatches, timesteps and noise come from one generator seeded with `seed`, so a fine-tuning run is
-    reproducible on its own (resuming a run repeats it exactly).
+    reproducible on its own (resuming a run repeats it exactly). On several processes every rank draws the
+    whole global batch from that generator and trains on its rows of it (`processes.shard`); its loss is
+    scaled by its share of the rows, and the gradients are averaged across ranks before clipping, so each
+    step is the single-process step on the same batch (up to the order of float sums).
     """
     if len(data.x) == 0:
         return []
@@ -98,6 +103,8 @@ def finetune_iter(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     process = model.process
     losses: deque[float] = deque(maxlen=max(1, steps // 10))
+    rows = processes.shard(batch_size)
+    share = (rows.stop - rows.start) * processes.world / batch_size
     model.train_mode(True)
     for step in range(steps):
         idx = torch.randint(0, len(data.x), (batch_size,), generator=gen)
@@ -105,16 +112,23 @@ def finetune_iter(
         cond = data.cond[idx].to(device) if data.cond is not None else None
         t = process.sample_training_timesteps(batch_size, data.above_timestep, gen, device)
         noise = torch.randn(x.shape, generator=gen).to(device, x.dtype)
-        with torch.enable_grad():
-            x_t, target, weight = training_example(process, x, t, noise, data.anchor_timestep)
-            out = model(x_t, t, cond)
-            loss = (weight * (out.float() - target.float()) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            opt.step()
-        losses.append(float(loss.detach()))
+        if processes.distributed:
+            x, t, noise = x[rows], t[rows], noise[rows]
+            cond = cond[rows] if cond is not None else None
+        opt.zero_grad(set_to_none=True)
+        value = 0.0
+        if len(x):
+            with torch.enable_grad():
+                x_t, target, weight = training_example(process, x, t, noise, data.anchor_timestep)
+                out = model(x_t, t, cond)
+                loss = share * (weight * (out.float() - target.float()) ** 2).mean()
+                loss.backward()
+            value = float(loss.detach())
+        value = processes.mean_grads(params, value)
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        losses.append(value)
         yield Progress("fine-tuning", step + 1, steps, loss=losses[-1])
     model.train_mode(False)
     return list(losses)

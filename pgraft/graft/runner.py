@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 
 from pgraft.core.acceptance import apply_rule
 from pgraft.core.devices import peak_memory_gb, reset_peak_memory, resolve_device
+from pgraft.core.distributed import ProcessError, Processes
 from pgraft.core.events import Cancelled, Finished, Notice, Progress, Stopped, relay
 from pgraft.core.finetune import FinetuneData, finetune_iter
 from pgraft.core.sampling import Trajectory, sample_iter, sample_seeds
@@ -32,8 +33,8 @@ from pgraft.families.base import DiffusionAdapter, cat_rows
 from pgraft.graft.budget import check_disk
 from pgraft.graft.config import RunConfig, ignored_options
 from pgraft.graft.setup import RunSetup, build_setup
-from pgraft.graft.storage import RunStore, weights_name
-from pgraft.rewards import score
+from pgraft.graft.storage import RunFolderError, RunStore, weights_name
+from pgraft.rewards import RewardError, score
 
 PREVIEW_STREAM = 0
 
@@ -80,10 +81,13 @@ class RoundRunner:
         should_stop: Callable[[], bool] | None = None,
         allow_import: bool = False,
         setup: RunSetup | None = None,
+        processes: Processes | None = None,
     ) -> None:
         self.config = config
-        self.setup = setup or build_setup(config, allow_import=allow_import)
-        if out is not None:
+        self.processes = processes if processes is not None else Processes.detect(config.device)
+        self.device = self.processes.device(resolve_device(config.device))
+        self.setup = setup or build_setup(config, allow_import=allow_import, device=self.device)
+        if out is not None and self.processes.is_main:
             check_disk(config, self.setup.base, out)
         self.store = RunStore(out, mode) if out is not None else None
         self.should_stop = should_stop or (lambda: False)
@@ -100,21 +104,50 @@ class RoundRunner:
     def _prompts_of(self, groups: torch.Tensor) -> list[str] | None:
         return [self.setup.prompts[g] for g in groups.tolist()] if self.setup.prompts else None
 
-    def _draw(self, r: int, finetuned: DiffusionAdapter | None) -> Generator[Event, None, tuple[Trajectory, int]]:
-        cfg = self.config
-        seeds, _groups, cond = self._seeds(r + 1, cfg.samples)
-        p_seeds, _p_groups, p_cond = self._seeds(PREVIEW_STREAM, cfg.preview)
+    def _draw(
+        self, r: int, finetuned: DiffusionAdapter | None, timings: dict[str, float]
+    ) -> Generator[Event, None, tuple[Trajectory, torch.Tensor, torch.Tensor, int]]:
+        """Sample, decode and score the round's candidates and preview; on several processes each rank does
+        its shard of the global sample ids and every rank ends with all of them, in global order."""
+        cfg, processes = self.config, self.processes
+        seeds, groups, cond = self._seeds(r + 1, cfg.samples)
+        p_seeds, p_groups, p_cond = self._seeds(PREVIEW_STREAM, cfg.preview)
+        all_seeds, all_groups = torch.cat([seeds, p_seeds]), torch.cat([groups, p_groups])
+        all_cond = cat_rows([cond, p_cond])
+        mine = processes.shard(len(all_seeds))
+        t0 = time.perf_counter()
         gen = sample_iter(
             self.setup.base,
-            torch.cat([seeds, p_seeds]),
+            all_seeds[mine],
             cfg.num_inference_steps,
             eta=cfg.effective_eta,
             finetuned=finetuned,
             cutoff=cfg.cutoff if cfg.method == "pgraft" else None,
-            cond=cat_rows([cond, p_cond]),
+            cond=all_cond[mine] if all_cond is not None else None,
         )
         trajectory = yield from relay(gen, self.should_stop, round=r)
-        return trajectory, len(seeds)
+        timings["time_sampling"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # Rewards and metrics see what the family decodes (pixels of a latent pipeline; the samples themselves
+        # for the small models); the run stores the samples.
+        error = None
+        try:
+            decoded = self.setup.base.decode(trajectory.samples)
+            rewards = score(self.setup.reward, decoded, self._prompts_of(all_groups[mine]))
+        except RewardError as exc:
+            if not processes.distributed:
+                raise
+            error, decoded, rewards = f"rank {processes.rank}: {exc}", torch.empty(0), torch.empty(0)
+        try:
+            processes.agree(error)
+        except ProcessError as exc:
+            raise RewardError(str(exc)) from None
+        timings["time_scoring"] = time.perf_counter() - t0
+        if processes.distributed:
+            x_cut = processes.gather(trajectory.x_cut) if trajectory.x_cut is not None else None
+            trajectory = replace(trajectory, samples=processes.gather(trajectory.samples), x_cut=x_cut, seeds=all_seeds)
+            decoded, rewards = processes.gather(decoded), processes.gather(rewards)
+        return trajectory, decoded, rewards, len(seeds)
 
     def _finetune(
         self, r: int, current: DiffusionAdapter | None, data: FinetuneData
@@ -122,7 +155,9 @@ class RoundRunner:
         """Fine-tune a copy of the current model; returns it and its mean loss over the last tenth of the steps."""
         cfg = self.config
         model = (current or self.setup.base).trainable_copy(seed=cfg.seed * 7919 + r)
-        gen = finetune_iter(model, data, cfg.finetune_steps, cfg.batch_size, cfg.lr, seed=cfg.seed * 7919 + r)
+        gen = finetune_iter(
+            model, data, cfg.finetune_steps, cfg.batch_size, cfg.lr, seed=cfg.seed * 7919 + r, processes=self.processes
+        )
         tail = yield from relay(gen, self.should_stop, round=r)  # the last tenth of the steps' losses
         return model.frozen(), sum(tail) / len(tail)
 
@@ -137,12 +172,30 @@ class RoundRunner:
         assert result.x_cut is not None
         return FinetuneData(result.x_cut[keep], cond, self.setup.cutoff_timestep, self.setup.cutoff_timestep)
 
+    def _prepare(self) -> int:
+        """Create or reopen the run folder on the main process; every rank learns how many rounds are done."""
+        assert self.store is not None
+        processes = self.processes
+        if not processes.distributed:
+            return self.store.prepare(self.config)
+        start, error = 0, None
+        if processes.is_main:
+            try:
+                start = self.store.prepare(self.config)
+            except ValueError as exc:
+                error = str(exc)
+        start, error = processes.broadcast((start, error))
+        if error is not None:
+            raise RunFolderError(error)
+        return int(start)
+
     # -- the run --------------------------------------------------------------------------------------
     def run(self) -> Generator[Event, None, None]:
         cfg = self.config
         start, current, previous = 0, None, None
+        processes = self.processes
         if self.store is not None:
-            start = self.store.prepare(cfg)
+            start = self._prepare()
             if start:
                 previous = self._load_round(start - 1)
                 weights = self.store.round_dir(start - 1) / weights_name(self.setup.base)
@@ -158,7 +211,7 @@ class RoundRunner:
                 f"P-GRAFT with eta {cfg.effective_eta:g}: below the cutoff the base continues {how}; the shaped "
                 "target then differs from the stochastic one of docs/method.md §2 (--sampler ddpm)"
             )
-        device = resolve_device(cfg.device)
+        device = self.device
         if device == "cpu" and getattr(self.setup.base, "gpu_sized", False):
             yield Notice(
                 f"{self.setup.base.name} runs on the CPU: a full-size pipeline takes minutes per image there "
@@ -183,10 +236,8 @@ class RoundRunner:
                         yield Notice(
                             f"round {r}: no sample was accepted in round {r - 1}; the model is left unchanged", r
                         )
-                t0 = time.perf_counter()
-                traj, n = yield from self._draw(r, current)
-                timings["time_sampling"] = time.perf_counter() - t0
-                result = self._score_and_accept(r, traj, n, timings, loss, previous)
+                traj, decoded, rewards_all, n = yield from self._draw(r, current, timings)
+                result = self._score_and_accept(r, traj, decoded, rewards_all, n, timings, loss, previous)
                 peak = peak_memory_gb(device)
                 if peak is not None:
                     result.metrics["peak_gpu_memory_gb"] = round(peak, 3)
@@ -199,11 +250,14 @@ class RoundRunner:
                 if not result.accepted.any():
                     yield Notice(f"round {r}: no sample was accepted ({self.setup.rule.describe()})", r)
                 if self.store is not None:
-                    # Evaluators may render files of their own (the digits sample grids) into the round folder.
-                    render = getattr(self.setup.evaluator, "round_artifacts", None)
-                    files = render(result) if callable(render) else {}
-                    model = current if r > 0 else None
-                    path = self.store.write_round(r, self._tensors(result), result.metrics, model, files=files)
+                    path = self.store.round_dir(r)
+                    if processes.is_main:  # one writer; the others wait for the round to be on disk
+                        # Evaluators may render files of their own (the digits sample grids) into the round folder.
+                        render = getattr(self.setup.evaluator, "round_artifacts", None)
+                        files = render(result) if callable(render) else {}
+                        model = current if r > 0 else None
+                        path = self.store.write_round(r, self._tensors(result), result.metrics, model, files=files)
+                    processes.barrier()
                     result = RoundResult(**{**result.__dict__, "path": path})
                 previous = result
                 yield result
@@ -216,6 +270,8 @@ class RoundRunner:
         self,
         r: int,
         traj: Trajectory,
+        decoded: torch.Tensor,
+        rewards_all: torch.Tensor,
         n: int,
         timings: dict[str, float],
         loss: float,
@@ -224,13 +280,6 @@ class RoundRunner:
         cfg = self.config
         _, groups, _ = self._seeds(r + 1, cfg.samples)
         _, p_groups, _ = self._seeds(PREVIEW_STREAM, cfg.preview)
-        t0 = time.perf_counter()
-        all_groups = torch.cat([groups, p_groups])
-        # Rewards and metrics see what the family decodes (pixels of a latent pipeline; the samples themselves
-        # for the small models); the run stores the samples.
-        decoded = self.setup.base.decode(traj.samples)
-        rewards_all = score(self.setup.reward, decoded, self._prompts_of(all_groups))
-        timings["time_scoring"] = time.perf_counter() - t0
         samples, rewards = traj.samples[:n], rewards_all[:n]
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 104729 + r)
@@ -250,7 +299,8 @@ class RoundRunner:
         if self.setup.prompts:
             for p, prompt in enumerate(self.setup.prompts):
                 metrics[f"reward_mean[{prompt}]"] = float(rewards[groups == p].mean())
-        metrics.update(self.setup.evaluator.round_metrics(r, decoded[:n], rewards))
+        if self.processes.is_main:  # the evaluator's state (reference features, exact targets) lives on one rank
+            metrics.update(self.setup.evaluator.round_metrics(r, decoded[:n], rewards))
         if "target_reward" in metrics:
             metrics.update(learning_gap(metrics, len(rewards), previous))
         timings["time_metrics"] = time.perf_counter() - t0

@@ -35,14 +35,17 @@ class RunSetup:
     cond: torch.Tensor | None = None
 
 
-def build_setup(config: RunConfig, allow_import: bool = False, base: Any | None = None) -> RunSetup:
-    """The set-up of `config`; `base` reuses an already loaded base model (the app's shared cache)."""
+def build_setup(
+    config: RunConfig, allow_import: bool = False, base: Any | None = None, device: str | None = None
+) -> RunSetup:
+    """The set-up of `config`; `base` reuses an already loaded base model (the app's shared cache); `device`
+    overrides the config's (a rank's own GPU on a multi-GPU launch)."""
     spec = get_model_spec(config.model)
     if spec.conditional and not config.prompts:
         raise ValueError(f"--prompts: the prompted model {config.model!r} needs at least one prompt")
     if not spec.conditional and config.prompts:
         raise ValueError(f"--prompts: {config.model!r} is not a prompted model; leave --prompts out")
-    device = resolve_device(config.device)
+    device = device or resolve_device(config.device)
     if base is None:
         options = {name: getattr(config, name) for name in spec.options if hasattr(config, name)}
         base = load_model(config.model, device=device, **options)

@@ -52,9 +52,39 @@ class ToyEvaluator:
             "tv_to_target": self.chain.total_variation(round_index, x),
         }
 
+    def round_artifacts(self, result: Any) -> dict[str, bytes]:
+        """Scatter PNGs (what a tracker shows per round): the preview points, and the candidates with the
+        accepted ones in colour, on the same square window every round."""
+        m = self.mixture
+        extent = float((m.means.abs() + 4 * m.stds).max())  # the data's window, the same every round
+        return {
+            "preview.png": scatter_png(result.preview_samples, None, extent=extent),
+            "candidates.png": scatter_png(result.samples, result.accepted, extent=extent),
+        }
+
     def dedup_key(self, resolution: float) -> Callable[[torch.Tensor], Sequence[Hashable]]:
         def key(x: torch.Tensor) -> list[Hashable]:
             cells = torch.floor(x.double() / resolution).long()
             return [tuple(c) for c in cells.tolist()]
 
         return key
+
+
+def scatter_png(points: torch.Tensor, accepted: torch.Tensor | None, size: int = 256, extent: float = 4.0) -> bytes:
+    """Points in [-extent, extent]^2 as a PNG: grey, or grey rejected and orange accepted."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    xy = ((points.double().clamp(-extent, extent) + extent) / (2 * extent) * (size - 1)).tolist()
+    keep = accepted.tolist() if accepted is not None else [False] * len(xy)
+    for layer in (False, True):  # the accepted on top
+        colour = (230, 120, 20) if layer else (150, 150, 150)
+        for (x, y), k in zip(xy, keep, strict=True):
+            if k == layer:
+                draw.ellipse((x - 1.5, size - 1 - y - 1.5, x + 1.5, size - 1 - y + 1.5), fill=colour)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,169 @@
+"""Rounds on two processes (gloo, CPU) equal the single-process rounds: the same candidates, rewards and
+accepted set, and fine-tuning that takes the same steps up to the order of float sums; a reward that fails on
+one rank stops both with its name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pgraft.core.distributed import LONE, Processes
+from pgraft.graft.config import RunConfig
+from pgraft.graft.runner import RoundRunner, run_to_end
+from pgraft.graft.storage import RunStore
+
+accelerate = pytest.importorskip("accelerate")
+
+TOY = dict(
+    model="toy2d",
+    dataset="ring8",
+    reward="x",
+    method="pgraft",
+    cutoff=0.3,
+    rounds=1,
+    samples=300,
+    preview=17,  # 317 rows in all: the ranks hold different numbers of rows
+    num_inference_steps=20,
+    finetune_steps=30,
+    batch_size=65,
+    lr=2e-3,
+    device="cpu",
+)
+
+
+def _run_in_ranks(config: dict, out: str, mode: str = "new") -> None:
+    torch.set_num_threads(1)
+    processes = Processes.detect("cpu")
+    assert processes.world == 2
+    run_to_end(RoundRunner(RunConfig.from_dict(config), out=Path(out), mode=mode, processes=processes))
+
+
+def debug_launcher(function, args=(), num_processes: int = 2) -> None:
+    """`accelerate.debug_launcher`, with the ranks spawned rather than forked: a fork of a process whose
+    OpenMP pool has run (any earlier test in the session) hangs in the child's first parallel op (seen here).
+    Spawned ranks import this module by name, so `function` and the rewards it names live at its top level;
+    a free port each time, as back-to-back launches may still hold the last one's."""
+    import socket
+    import tempfile
+
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with (
+        tempfile.TemporaryDirectory() as rdv,
+        patch_environment(
+            world_size=num_processes,
+            master_addr="127.0.0.1",
+            master_port=str(port),
+            accelerate_mixed_precision="no",
+            accelerate_debug_rdv_file=str(Path(rdv) / "rendezvous"),
+            accelerate_use_cpu="yes",
+            gloo_socket_ifname="lo",
+        ),
+    ):
+        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=num_processes, start_method="spawn")
+
+
+def _launch(config: dict, out: Path, mode: str = "new") -> None:
+    debug_launcher(_run_in_ranks, args=(config, str(out), mode), num_processes=2)
+
+
+def _rounds(out: Path) -> list[tuple[dict, dict]]:
+    store = RunStore(out, "resume")
+    return [store.load_round(r)[::-1] for r in store.completed_rounds()]
+
+
+def _measured(metrics: dict) -> dict:
+    """The metrics without wall times and peak memory; NaN (round 0's loss) made comparable."""
+    return {
+        k: "nan" if isinstance(v, float) and v != v else v
+        for k, v in metrics.items()
+        if not k.startswith("time_") and k != "peak_gpu_memory_gb"
+    }
+
+
+def test_shards_cover_every_row_once_in_order():
+    for world in (1, 2, 3, 8):
+        for n in (0, 1, 7, 301):
+            parts = [Processes(world=world, rank=r).shard(n) for r in range(world)]
+            assert [i for s in parts for i in range(n)[s]] == list(range(n))
+            assert max(len(range(n)[s]) for s in parts) - min(len(range(n)[s]) for s in parts) <= 1
+
+
+def test_lone_process_collectives_are_identities():
+    t = torch.arange(6.0).view(3, 2)
+    assert LONE.gather(t) is t and LONE.broadcast(3) == 3 and LONE.mean_grads([], 1.5) == 1.5
+    LONE.agree(None)
+    with pytest.raises(RuntimeError, match="boom"):
+        LONE.agree("boom")
+
+
+def test_two_ranks_reproduce_the_single_process_rounds(tmp_path):
+    config = {**TOY, "rounds": 1}  # the base round and one after it
+    _launch(config, tmp_path / "two")
+    single = run_to_end(RoundRunner(RunConfig.from_dict(config), out=tmp_path / "one"))
+    two = _rounds(tmp_path / "two")
+    assert len(two) == len(single) == 2
+    (m0, t0), (m1, t1) = two
+    # round 0 (the base model): candidates, rewards, accepted set and preview exactly equal
+    for key in ("samples", "rewards", "accepted", "x_cut", "preview_samples", "preview_rewards"):
+        assert torch.equal(t0[key], _rounds(tmp_path / "one")[0][1][key]), key
+    assert m0["n_accepted"] == single[0].metrics["n_accepted"]
+    # evaluator metrics are computed by the main process and stored
+    assert ("loglik" in m0 and "ks_to_target" in m0) or "modes_covered" in m0
+    # round 1 follows a model fine-tuned on two ranks: the same steps up to float summation order
+    assert m1["finetune_loss"] == pytest.approx(single[1].metrics["finetune_loss"], rel=1e-3)
+    assert torch.allclose(t1["samples"], single[1].samples, atol=1e-3)
+    assert m1["reward_mean"] == pytest.approx(single[1].metrics["reward_mean"], abs=1e-3)
+    assert json.loads((tmp_path / "two" / "rounds" / "round_001" / "metrics.json").read_text())["round"] == 1
+
+
+@pytest.mark.slow
+def test_resume_on_two_ranks_continues_after_the_last_complete_round(tmp_path):
+    _launch({**TOY, "rounds": 1}, tmp_path / "run")
+    _launch({**TOY, "rounds": 2}, tmp_path / "run", mode="resume")
+    _launch({**TOY, "rounds": 2}, tmp_path / "ref")
+    for (ma, ta), (mb, tb) in zip(_rounds(tmp_path / "run"), _rounds(tmp_path / "ref"), strict=True):
+        assert torch.equal(ta["samples"], tb["samples"]) and torch.equal(ta["accepted"], tb["accepted"])
+        assert _measured(ma) == _measured(mb)
+
+
+def fails_on_rank_one(x: torch.Tensor) -> torch.Tensor:
+    """`x`, except on rank 1 once round 0 is on disk (so in round 1)."""
+    import os
+
+    done = Path(os.environ["FLAKY_RUN"], "rounds", "round_000", "metrics.json").exists()
+    if torch.distributed.get_rank() == 1 and done:
+        raise RuntimeError("the scorer lost its GPU")
+    return x[:, 0]
+
+
+def _run_and_report(config: dict, out: str) -> None:
+    import os
+
+    from pgraft.rewards import RewardError
+
+    os.environ["FLAKY_RUN"] = out
+    torch.set_num_threads(1)
+    processes = Processes.detect("cpu")
+    try:
+        run_to_end(RoundRunner(RunConfig.from_dict(config), out=Path(out), allow_import=True, processes=processes))
+    except RewardError as exc:
+        Path(out, f"error-{processes.rank}.txt").write_text(str(exc))
+
+
+@pytest.mark.slow
+def test_a_reward_failing_on_one_rank_stops_every_rank_with_its_name(tmp_path):
+    out = tmp_path / "run"
+    reward = f"{__name__}:fails_on_rank_one"
+    debug_launcher(_run_and_report, args=({**TOY, "rounds": 2, "reward": reward}, str(out)))
+    for rank in (0, 1):
+        message = (out / f"error-{rank}.txt").read_text()
+        assert reward in message and "rank 1" in message and "lost its GPU" in message
+    assert sorted(p.name for p in (out / "rounds").iterdir()) == ["round_000"]
