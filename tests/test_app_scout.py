@@ -259,7 +259,7 @@ def test_the_study_gives_an_estimate_first_then_the_time_left_and_carries_the_sw
     args = ("toy2d-exact", "x", "ring8", "", "best-of-n", 4, "0.3 0.6", 16, 2, 20, 0, True, 64, 1, 5, None, 0.4)
     outs = list(run_study(*args))
     statuses = [o[3] for o in outs]
-    assert statuses[0].startswith("**Starting.** Estimated time for the curves: about")
+    assert statuses[0].startswith("**Starting.** Estimated time for the curves: roughly")
     assert "plus the sweep: 3 runs of 1 rounds" in statuses[0]
     assert any("Cutoff" in s and "left for the curves" in s for s in statuses)  # after the first of two cutoffs
     state = outs[-1][4]
