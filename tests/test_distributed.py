@@ -167,3 +167,117 @@ def test_a_reward_failing_on_one_rank_stops_every_rank_with_its_name(tmp_path):
         message = (out / f"error-{rank}.txt").read_text()
         assert reward in message and "rank 1" in message and "lost its GPU" in message
     assert sorted(p.name for p in (out / "rounds").iterdir()) == ["round_000"]
+
+
+# -- a tiny pipeline (LoRA averaged across ranks) ------------------------------------------------------------
+def brightness(images: torch.Tensor) -> torch.Tensor:
+    return images.double().mean(dim=(1, 2, 3))
+
+
+def _run_pipeline_in_ranks(config: dict, out: str) -> None:
+    torch.set_num_threads(1)
+    processes = Processes.detect("cpu")
+    run_to_end(RoundRunner(RunConfig.from_dict(config), out=Path(out), allow_import=True, processes=processes))
+
+
+@pytest.mark.slow
+def test_a_tiny_pipeline_on_two_ranks_equals_one(tmp_path):
+    from pgraft.families.random_pipelines import build_pipeline
+
+    folder = build_pipeline("sd", tmp_path / "sd")
+    config = dict(
+        model=str(folder), prompts=["a red square", "a blue circle"], reward=f"{__name__}:brightness", samples=4,
+        preview=1, num_inference_steps=6, finetune_steps=8, batch_size=5, lr=1e-2, rounds=1, guidance_scale=2.0,
+        device="cpu",
+    )  # fmt: skip
+    debug_launcher(_run_pipeline_in_ranks, args=(config, str(tmp_path / "two")))
+    single = run_to_end(RoundRunner(RunConfig.from_dict(config), out=tmp_path / "one", allow_import=True))
+    (m0, t0), (m1, t1) = _rounds(tmp_path / "two")
+    # the same candidates up to the CPU kernels' batch-size-dependent rounding (a UNet on 5 rows vs 10 differs
+    # in the 6th digit; the toy's MLP is bit-exact), and so the same accepted set
+    torch.testing.assert_close(t0["samples"], single[0].samples, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(t0["rewards"], single[0].rewards, rtol=1e-5, atol=1e-6)
+    assert torch.equal(t0["accepted"], single[0].accepted)
+    # the LoRA after two-rank fine-tuning: the same steps up to float summation order (Adam at lr 1e-2 moved the
+    # weights by up to ~8e-2 in 8 steps; the two runs differ by ~2e-5 at most)
+    from safetensors.torch import load_file
+
+    name = "pytorch_lora_weights.safetensors"
+    lora = [load_file(str(tmp_path / d / "rounds" / "round_001" / name)) for d in ("two", "one")]
+    assert lora[0].keys() == lora[1].keys()
+    for key in lora[0]:
+        torch.testing.assert_close(lora[0][key], lora[1][key], rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(t1["samples"], single[1].samples, rtol=1e-3, atol=1e-3)
+    assert m0["processes"] == m1["processes"] == 2 and single[1].metrics["processes"] == 1
+    assert m1["reward_mean"] == pytest.approx(single[1].metrics["reward_mean"], abs=1e-5)
+
+
+# -- the real launcher, kill -9 and --resume -----------------------------------------------------------------
+CLI_RUN = ["--model", "toy2d", "--reward", "x", "--method", "pgraft", "--cutoff", "0.3", "--samples", "400"]
+CLI_RUN += ["--preview", "16", "--num-inference-steps", "20", "--batch-size", "256", "--lr", "2e-3", "--quiet"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _accelerate(args: list[str], **popen):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([*cmd, "-m", "pgraft", "run", *args], env=env, text=True, **popen)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_matches_one_process_and_resumes_after_kill_9(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rounds = ["--rounds", "2", "--finetune-steps", "400"]
+    ref = _accelerate([*CLI_RUN, *rounds, "--out", str(tmp_path / "ref")], stdout=subprocess.PIPE)
+    printed, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0
+    assert "pgraft: 2 processes (gloo), rank 0 on cpu" in printed
+    assert printed.count("done: metrics in") == 1  # only the main process prints
+    one = [sys.executable, "-m", "pgraft", "run", *CLI_RUN, "--rounds", "1", "--finetune-steps", "400"]
+    subprocess.run([*one, "--out", str(tmp_path / "one")], check=True, capture_output=True, timeout=300)
+    (m0, t0), *_ = _rounds(tmp_path / "ref")
+    (n0, u0), *_ = _rounds(tmp_path / "one")
+    for key in ("samples", "rewards", "accepted", "x_cut", "preview_samples"):
+        assert torch.equal(t0[key], u0[key]), key
+    assert m0["processes"] == 2 and n0["processes"] == 1
+
+    # kill -9 the whole launch while round 2 is being made, then resume
+    run = tmp_path / "run"
+    victim = _accelerate([*CLI_RUN, *rounds, "--out", str(run)], start_new_session=True, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "rounds" / "round_001" / "metrics.json").exists():
+        assert victim.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # into round 2's sampling and fine-tuning
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (run / "rounds" / "round_002" / "metrics.json").exists(), "the kill came too late to test anything"
+    resumed = _accelerate([*CLI_RUN, *rounds, "--out", str(run), "--resume"], stdout=subprocess.PIPE)
+    printed, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, printed
+    got, want = _rounds(run), _rounds(tmp_path / "ref")
+    assert len(got) == len(want) == 3
+    for (ma, ta), (mb, tb) in zip(got, want, strict=True):
+        assert _measured(ma) == _measured(mb)
+        for key in tb:
+            assert torch.equal(ta[key], tb[key]), key
+    assert sorted(p.name for p in (run / "rounds").iterdir()) == ["round_000", "round_001", "round_002"]

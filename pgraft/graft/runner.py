@@ -205,6 +205,13 @@ class RoundRunner:
                     current.frozen()
         for note in ignored_options(cfg):
             yield Notice(note)
+        before = int(previous.metrics.get("processes", 1)) if previous is not None else processes.world
+        if before != processes.world:
+            yield Notice(
+                f"resuming on {processes.world} process(es) a run whose rounds so far ran on {before}: the "
+                "candidates are the same (seeds are per global sample id), but fine-tuning sums its gradients in "
+                "another order, so results may differ in the last digits from an uninterrupted run"
+            )
         if cfg.method == "pgraft" and cfg.effective_eta < 1:
             how = "deterministically, so x_0 is a function of x_c" if cfg.effective_eta == 0 else "partly at random"
             yield Notice(
@@ -307,6 +314,7 @@ class RoundRunner:
         if traj.cutoff_fraction is not None and cfg.method == "pgraft":
             metrics["cutoff_effective"] = traj.cutoff_fraction
         metrics.update({k: round(v, 4) for k, v in timings.items()})
+        metrics["processes"] = self.processes.world
         x_cut = traj.x_cut[:n] if traj.x_cut is not None else None
         return RoundResult(
             r, metrics, samples, rewards, accepted, groups, traj.samples[n:], rewards_all[n:], p_groups, x_cut
