@@ -269,3 +269,35 @@ def test_the_study_gives_an_estimate_first_then_the_time_left_and_carries_the_sw
     assert [u.get("value") for u in updates] == [64, 1, 5, "best-of-n", 4, None]  # quantile left alone
     hint = bias_variance_figure(state["curves"])  # curves without a sweep: the empty panel says why
     assert any("Empty without the sweep" in a.text for a in hint.layout.annotations)
+
+
+def test_bias_variance_lessons_set_the_studys_controls_and_say_what_to_watch():
+    from pgraft.ui.bias_variance_tab import LESSONS, choose_lesson, make_specs
+
+    for name in LESSONS:
+        note, rule, param, cutoffs, states, continuations = choose_lesson(name)
+        assert note.startswith(f"**{name}.**") and ("V(t)" in note or "D(t)" in note)
+        args = ("toy2d", "x", "ring8", "", rule["value"], param["value"], cutoffs["value"])
+        config, curve, _ = make_specs(
+            *args, states["value"], continuations["value"], 100, 0, False, 64, 1, 5, "", "cpu"
+        )
+        assert config.rule == rule["value"] and len(curve.cutoffs) >= 5  # a valid study, across the range
+
+
+def test_prompted_runs_label_samples_by_prompt_and_give_the_reward_per_prompt():
+    import torch
+
+    from pgraft.graft.runner import RoundResult
+    from pgraft.plots.samples import images_before_after
+    from pgraft.ui.views import _names, per_prompt_rewards
+
+    groups = torch.tensor([0, 1, 0, 1])
+    result = RoundResult(1, {}, torch.zeros(4, 1, 8, 8), torch.tensor([1.0, 0.0, 0.5, 0.2]), torch.ones(4).bool(),
+                         groups, torch.zeros(0), torch.zeros(0), torch.zeros(0))  # fmt: skip
+    assert per_prompt_rewards(result, ["3", "8"]) == pytest.approx({"3": 0.75, "8": 0.1})
+    assert per_prompt_rewards(result, ["3"]) == {}
+    names = _names(["3", "8"], groups.numpy())
+    images = np.zeros((4, 1, 8, 8))
+    fig = images_before_after(images, images, np.ones(4), np.ones(4), images, np.ones(4), np.ones(4, bool), 1,
+                              preview_labels=names, candidate_labels=names)  # fmt: skip
+    assert "3<br>1.00" in [a.text for a in fig.layout.annotations] and "prompts" in fig.layout.title.text

@@ -33,10 +33,13 @@ def _to_unit(images: np.ndarray) -> np.ndarray:
 
 
 def image_rows(
-    rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]], title: str, cols: int = 12
+    rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
+    title: str,
+    cols: int = 12,
+    labels: list[list[str] | None] | None = None,
 ) -> go.Figure:
     """Rows of images, each `(label, images in [-1, 1], rewards, accepted or None)`; every image shows its
-    reward below it, accepted ones get a green frame."""
+    reward below it (after its `labels` entry, e.g. its prompt, when given), accepted ones get a green frame."""
     fig = make_subplots(rows=len(rows), cols=1, subplot_titles=[r[0] for r in rows], vertical_spacing=0.12)
     for i, (_label, images, rewards, accepted) in enumerate(rows, start=1):
         unit = _to_unit(images[:cols])
@@ -45,6 +48,7 @@ def image_rows(
             z=_mosaic(unit, cols), colorscale="Greys", zmin=0, zmax=1, showscale=False, hoverinfo="skip", row=i, col=1
         )
         axis = "" if i == 1 else str(i)
+        names = (labels or [None] * len(rows))[i - 1]
         for j, rew in enumerate(np.asarray(rewards)[:cols]):
             x0 = j * (w + 1) - 0.5
             fig.add_annotation(
@@ -52,7 +56,7 @@ def image_rows(
                 y=h + 0.1,
                 xref=f"x{axis}",
                 yref=f"y{axis}",
-                text=f"{rew:.2f}",
+                text=f"{names[j]}<br>{rew:.2f}" if names is not None and j < len(names) else f"{rew:.2f}",
                 showarrow=False,
                 yanchor="top",
                 font=dict(size=10),
@@ -84,12 +88,16 @@ def images_before_after(
     accepted: np.ndarray,
     round_index: int,
     cols: int = 12,
+    preview_labels: list[str] | None = None,
+    candidate_labels: list[str] | None = None,
 ) -> go.Figure:
     """Preview images of round 0 and of this round from the same seeds, and this round's first candidates
-    with the accepted ones framed."""
+    with the accepted ones framed; `*_labels` (the prompt of each image) are written above its reward."""
     rows = [
         ("before: round 0 (base), preview seeds", before, before_rewards, None),
         (f"after: round {round_index}, same seeds", after, after_rewards, None),
         (f"round {round_index} candidates (green frame = accepted)", candidates, candidate_rewards, accepted),
     ]
-    return image_rows(rows, "Samples and their rewards", cols)
+    labels = [preview_labels, preview_labels, candidate_labels] if preview_labels or candidate_labels else None
+    title = "Samples, their prompts and rewards" if labels else "Samples and their rewards"
+    return image_rows(rows, title, cols, labels)

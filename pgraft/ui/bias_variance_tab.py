@@ -70,6 +70,23 @@ the tilt `D(t) = KL(p̃ₜ ‖ p̄ₜ)`, shrinks. Estimates use `M` base states 
 continuations each (bands: bootstrap over states); on the toy the exact curves of the true mixture are drawn
 underneath. The sweep runs one P-GRAFT run per cutoff (and GRAFT at 0) with the same budget.
 """
+LESSONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "Variance grows with the cutoff": (
+        "Watch **V(t)** in the first panel: the noise of the final reward given the state at level t grows "
+        "with t — the noisier the state one judges, the less its reward says about it — and **R²(t)** falls. "
+        "Labels at a high cutoff are noisy: that is the price P-GRAFT pays.",
+        dict(rule="best-of-n", rule_param=4, cutoffs="0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9", states=128,
+             continuations=8),
+    ),
+    "The tilt shrinks": (
+        "Watch **D(t)** in the third panel: the KL between the tilted and the base distribution at level t — "
+        "what the fine-tuned model has to learn there — shrinks as t grows: near pure noise the target barely "
+        "differs from the base. A stronger rule (best of 8) makes the tilt larger at every t, and still shrinking.",
+        dict(rule="best-of-n", rule_param=8, cutoffs="0.1 0.3 0.5 0.7 0.9", states=128, continuations=8),
+    ),
+}  # fmt: skip
+"""Teaching settings of the tab, for whatever model the Rounds tab has: a note and the controls they set."""
+LESSON_KEYS = ("rule", "rule_param", "cutoffs", "states", "continuations")
 _DIRECT = SessionStore()
 """The session store of a tab's handlers called on their own (the app passes its own)."""
 
@@ -455,6 +472,10 @@ def build_tab(ctx: TabContext) -> None:
     with gr.Row():
         with gr.Column(scale=4, min_width=320):
             studies = gr.Markdown(_studied_default(ctx), elem_id="bv-studies")
+            lesson = gr.Dropdown(
+                list(LESSONS), value=None, label="Lessons", info="Sets the study's controls below.", elem_id="bv-lesson"
+            )
+            lesson_note = gr.Markdown(elem_id="bv-lesson-note")
             c = _controls()
         with gr.Column(scale=7):
             status = gr.Markdown("Model and reward follow the Rounds tab.", elem_id="bv-status")
@@ -505,7 +526,7 @@ def build_tab(ctx: TabContext) -> None:
         api_name="bias_variance_stop",
         concurrency_limit=None,
     )
-    c["rule"].change(
+    c["rule"].input(  # the user's choice only: a lesson sets the rule and its parameter together
         lambda r: gr.update(label=RULE_PARAMS[r][1], value=RULE_PARAMS[r][2]), c["rule"], c["rule_param"], **light
     )
     ctx.rounds_cutoff.change(redraw, [data, ctx.rounds_cutoff], plot, **light)
@@ -521,6 +542,18 @@ def build_tab(ctx: TabContext) -> None:
         return (*use_recommended(d, ctx.rounds_tab_id, bounds), *carry_settings(d, carried))
 
     c["use"].click(use, data, use_outputs, **light)
+    lesson.input(choose_lesson, lesson, [lesson_note, *(c[k] for k in LESSON_KEYS)], **light)
+
+
+def choose_lesson(name: str | None) -> tuple[Any, ...]:
+    """The lesson's note and the values of the study's controls it sets."""
+    if name not in LESSONS:
+        return ("", *(gr.update() for _ in LESSON_KEYS))
+    note, values = LESSONS[name]
+    rule_update = gr.update(value=values["rule"])
+    param = gr.update(value=values["rule_param"], label=RULE_PARAMS[values["rule"]][1])
+    rest = [gr.update(value=values[k]) for k in LESSON_KEYS[2:]]
+    return (f"**{name}.** {note}", rule_update, param, *rest)
 
 
 def _controls() -> dict[str, Any]:

@@ -42,7 +42,7 @@ from pgraft.ui.models import BaseModels
 from pgraft.ui.presets import get_preset
 from pgraft.ui.runs import RunRecord, find_runs, reopen, run_name, summary_table
 from pgraft.ui.sessions import ROUNDS, Busy, Session, SessionStore
-from pgraft.ui.views import RunView
+from pgraft.ui.views import RunView, per_prompt_rewards
 
 LOG = logging.getLogger("pgraft.app")
 PROGRESS_UPDATES = 10  # per stage: each update re-renders the progress bar in every open page
@@ -494,6 +494,9 @@ def _round_status(view: RunView, config: RunConfig, elapsed: float, notes: list[
             parts[-1] += f"; {what} {m['learning_gap']:+.3g}, {sigmas:+.1f} standard errors"
         parts[-1] += ")"
     parts.append(f"accepted {m['n_accepted']} of {len(view.latest.rewards)}")
+    by_prompt = per_prompt_rewards(view.latest, list(config.prompts))
+    if by_prompt:
+        parts.append("mean reward per prompt: " + ", ".join(f"{p!r} {v:.3g}" for p, v in by_prompt.items()))
     text = " · ".join(parts)
     spent = [f"{label} {m[key]:.1f} s" for key, label in TIME_PARTS if m.get(key, 0) >= 0.05]
     if "peak_gpu_memory_gb" in m:

@@ -97,6 +97,8 @@ class RunView:
         if first.preview_samples.dim() >= 3:
             pick = _spread(first.preview_groups.numpy(), 12)
             cands = _spread(latest.groups.numpy(), 12)
+            prompts = list(getattr(self.setup, "prompts", None) or [])
+            named = len(prompts) > 1
             return images_before_after(
                 first.preview_samples.numpy()[pick],
                 latest.preview_samples.numpy()[pick],
@@ -106,8 +108,23 @@ class RunView:
                 latest.rewards.numpy()[cands],
                 latest.accepted.numpy()[cands],
                 latest.round,
+                preview_labels=_names(prompts, first.preview_groups.numpy()[pick]) if named else None,
+                candidate_labels=_names(prompts, latest.groups.numpy()[cands]) if named else None,
             )
         return placeholder(f"No sample picture for the {self.domain} domain yet.")
+
+
+def _names(prompts: list[str], groups: np.ndarray) -> list[str]:
+    """The prompt of each sample (its group indexes the run's prompts), shortened to fit under an image."""
+    return [str(prompts[int(g)])[:10] if 0 <= int(g) < len(prompts) else "" for g in groups]
+
+
+def per_prompt_rewards(result: RoundResult, prompts: list[str]) -> dict[str, float]:
+    """The round's mean reward per prompt (empty for fewer than two prompts)."""
+    if len(prompts) < 2:
+        return {}
+    rewards, groups = result.rewards.numpy(), result.groups.numpy()
+    return {p: float(rewards[groups == g].mean()) for g, p in enumerate(prompts) if np.any(groups == g)}
 
 
 def _spread(groups: np.ndarray, count: int) -> np.ndarray:
