@@ -51,6 +51,10 @@ def _run(handlers: RoundsHandlers, request, **changes) -> tuple:
     return outs[-1]
 
 
+def _ordered(controls: Controls) -> list:
+    return [controls.as_dict()[name] for name in Controls.names()]
+
+
 def _value(update, default):
     return update.get("value", default) if isinstance(update, dict) else default
 
@@ -98,7 +102,7 @@ def test_sweep_max_loss_blank_is_the_documented_bound_and_the_box_shows_blank():
 def test_every_preset_sets_a_consistent_state_from_a_fresh_page(handlers, preset):
     updates = handlers.preset(preset)
     values = {k: _value(updates.get(k), v) for k, v in _controls().as_dict().items()}
-    threshold, _q, _n, _k, _b, figure = handlers.rule_changed(_request(), *Controls(**values).as_dict().values())
+    threshold, _q, _n, _k, _b, figure = handlers.rule_changed(_request(), *_ordered(Controls(**values)))
     text = " ".join(a.text for a in figure.layout.annotations or [])
     assert "Cannot" not in text and "not an argument" not in text
     lo, hi, value = threshold["minimum"], threshold["maximum"], threshold["value"]
@@ -120,7 +124,7 @@ def test_the_threshold_slider_never_refuses_what_the_page_sends():
 
 
 def test_a_threshold_typed_out_of_range_is_brought_back_and_said(handlers):
-    values = _controls(rule="threshold", threshold=100.0).as_dict().values()
+    values = _ordered(_controls(rule="threshold", threshold=100.0))
     with pytest.warns(UserWarning, match=r"Threshold τ: 100 is above every base reward .* set to"):
         threshold, *_rest, figure = handlers.threshold_typed(_request(), *values)
     assert threshold["value"] == threshold["maximum"] < 100
@@ -225,9 +229,12 @@ def test_a_reward_module_given_at_launch_is_offered_and_names_typed_in_the_page_
     try:
         assert load_reward_modules(["scout_rewards_mod"]) == ["scout-upper-right"]
         assert "scout-upper-right" in [name for _, name in reward_choices("toy2d")]
-        assert handlers.config(_controls(reward="scout-upper-right", reward_args="weight=2")).reward_args == {
-            "weight": 2.0
-        }
+        config = handlers.config(_controls(reward="scout-upper-right", reward_args="weight=2"))
+        assert config.reward_args == {"weight": 2.0}
+        assert (
+            "comes from the module 'scout_rewards_mod'"
+            in handlers.export(*_ordered(_controls(reward="scout-upper-right")))[2]
+        )
         for typed in ("not-registered", "os:system", "scout_rewards_mod:_upper_right"):
             with pytest.raises(gr.Error, match="is not a reward this app offers"):
                 handlers.config(_controls(reward=typed))

@@ -78,15 +78,34 @@ def run_command(config: RunConfig) -> str:
     return " ".join(["pgraft run", *command_args(config), "--out", OUT])
 
 
-def launch_commands(processes: int = 2) -> str:
-    """The commands for a full run from the exported `config.yaml`: one process, and N under accelerate."""
-    return (
+def launch_commands(processes: int = 2, config: RunConfig | None = None) -> str:
+    """The commands for a full run from the exported `config.yaml`: one process, and N under accelerate (and a
+    note when the reward was added by a module given to the app with `--rewards`, which the CLI does not load)."""
+    text = (
         f"pgraft run --config config.yaml --out {OUT}\n"
         f"accelerate launch --multi_gpu --num_processes {processes} -m pgraft run --config config.yaml --out {OUT}\n"
         f"# {CPU_NOTE}"
     )
+    module = _outside_module(config)
+    if module is not None and config is not None:
+        text += (
+            f"\n# The reward {config.reward!r} comes from the module {module!r} the app was given (--rewards): "
+            "the command line registers only pgraft's rewards and installed domains."
+        )
+    return text
+
+
+def _outside_module(config: RunConfig | None) -> str | None:
+    """The module of the config's reward when it is not pgraft's own (None otherwise)."""
+    if config is None:
+        return None
+    from pgraft.registry import reward_spec
+
+    spec = reward_spec(config.reward, get_model_spec(config.model).domain)
+    module = getattr(getattr(spec, "factory", None), "__module__", "pgraft") or "pgraft"
+    return None if module.split(".")[0] == "pgraft" else module
 
 
 def export_texts(config: RunConfig, processes: int = 2) -> tuple[str, str, str]:
     """(config.yaml, the `pgraft run` command with every flag, the config-file commands incl. accelerate)."""
-    return export_yaml(config), run_command(config), launch_commands(processes)
+    return export_yaml(config), run_command(config), launch_commands(processes, config)
