@@ -104,6 +104,22 @@ def test_lone_process_collectives_are_identities():
         LONE.agree("boom")
 
 
+def test_a_cpu_launch_that_started_one_process_is_named(monkeypatch):
+    """`accelerate launch --cpu --num_processes 2` runs its simple launcher: one Python, with the rendezvous
+    address set but no WORLD_SIZE (accelerate 1.15, docs: scaleout §4.4)."""
+    for name in ("WORLD_SIZE", "MASTER_ADDR", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    assert Processes.launch_hint() is None
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    hint = Processes.launch_hint()
+    assert hint is not None and "--multi_gpu" in hint and "ACCELERATE_USE_CPU=true" in hint
+    assert Processes.detect("cpu").world == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a real multi-process launch
+    assert Processes.launch_hint() is None
+
+
 def test_two_ranks_reproduce_the_single_process_rounds(tmp_path):
     config = {**TOY, "rounds": 1}  # the base round and one after it
     _launch(config, tmp_path / "two")

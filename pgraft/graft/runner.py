@@ -144,9 +144,11 @@ class RoundRunner:
             raise RewardError(str(exc)) from None
         timings["time_scoring"] = time.perf_counter() - t0
         if processes.distributed:
+            t0 = time.perf_counter()
             x_cut = processes.gather(trajectory.x_cut) if trajectory.x_cut is not None else None
             trajectory = replace(trajectory, samples=processes.gather(trajectory.samples), x_cut=x_cut, seeds=all_seeds)
             decoded, rewards = processes.gather(decoded), processes.gather(rewards)
+            timings["time_gather"] = time.perf_counter() - t0
         return trajectory, decoded, rewards, len(seeds)
 
     def _finetune(
