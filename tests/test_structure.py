@@ -229,7 +229,7 @@ def test_a_domain_registered_from_outside_runs_through_the_app_handlers(line_dom
     request = SimpleNamespace(session_hash="line", cookies={})
     outputs = list(handlers.run(controls, request, lambda *a, **k: None))
     status, table = outputs[-1][0], outputs[-1][5]
-    assert "Finished 2 rounds" in status
+    assert "Finished: 1 round after the base" in status
     assert list(table["round"]) == [0, 1] and not math.isnan(table["reward_mean"][1])
     assert table["reward_mean"][1] > table["reward_mean"][0]
     assert (handlers.sessions.get(request).run_dir / "rounds" / "round_001").is_dir()
