@@ -4,6 +4,7 @@ pgraft run --model toy2d --reward x --method pgraft --cutoff 0.5 --rule best-of-
 pgraft run --config run.yaml --out runs/demo --resume
 pgraft bias-variance --model toy2d-exact --reward x --out runs/bv
 pgraft inc --model toy2d-flow --out runs/inc
+pgraft scout --model toy2d --reward x --trials 20 --out runs/scout
 pgraft pretrain toy2d --dataset ring8
 pgraft models | pgraft rewards --model toy2d
 """
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     import pgraft.cli.inc as inc
     import pgraft.cli.info as info
     import pgraft.cli.run as run
+    import pgraft.cli.scout as scout
 
     parser = Parser(prog="pgraft", description="GRAFT / P-GRAFT rounds with exact answers to check.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_parsers(sub)
     bias_variance.add_parser(sub)
     inc.add_parser(sub)
+    scout.add_parser(sub)
     return parser
 
 
@@ -44,6 +47,7 @@ def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
     import pgraft.cli.inc as inc
     import pgraft.cli.info as info
     import pgraft.cli.run as run
+    import pgraft.cli.scout as scout
 
     return {
         "run": run.cmd_run,
@@ -52,6 +56,7 @@ def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
         "rewards": info.cmd_rewards,
         "bias-variance": bias_variance.cmd_bias_variance,
         "inc": inc.cmd_inc,
+        "scout": scout.cmd_scout,
     }
 
 

@@ -73,6 +73,8 @@ class Recommendation:
     bound: float | None
     within_bound: bool
     budget: dict[str, int] = field(default_factory=dict)
+    row: Any = None
+    """The index of the recommended row in the table given to `recommend`."""
 
     def describe(self) -> str:
         where = "GRAFT (cutoff 0)" if self.cutoff == 0 else f"cutoff {self.cutoff:g}"
@@ -147,14 +149,14 @@ def sweep_iter(
             elif isinstance(ev, Cancelled):
                 yield SweepCancelled(sweep_table(rows))
                 return
-        row = _row(cutoff, run_config, results, sum(steps.values()), params, time.perf_counter() - start)
+        row = run_row(cutoff, run_config, results, sum(steps.values()), params, time.perf_counter() - start)
         rows.append(row)
         yield SweepPoint(row)
     table = sweep_table(rows)
     yield SweepFinished(table, recommend(table, spec.max_realism_loss))
 
 
-def _row(
+def run_row(
     cutoff: float, config: RunConfig, results: Sequence[RoundResult], steps: int, params: int, seconds: float
 ) -> dict[str, Any]:
     first, last = results[0].metrics, results[-1].metrics
@@ -215,6 +217,7 @@ def recommend(table: pd.DataFrame, max_realism_loss: float | None = None) -> Rec
         bound=bound,
         within_bound=within,
         budget={k: int(best[k]) for k in BUDGET_COLUMNS},
+        row=best.name,
     )
 
 
