@@ -160,3 +160,79 @@ def test_at_820_px_no_titles_overlap_and_dark_plots_follow_the_page(app):
     assert background in ("rgba(0, 0, 0, 0)", "transparent")  # the dark page shows through, not a white card
     page.screenshot(path="/tmp/shots/e2e_820_dark.png", full_page=True)
     page.close()
+
+
+REWARD_MODULE = """
+from pgraft.rewards import RewardSpec
+
+def _diagonal(context, weight: float = 1.0):
+    return lambda x: weight * (x[:, 0] + x[:, 1]).double()
+
+REWARDS = {"e2e-diagonal": RewardSpec(_diagonal, "toy2d", "x + y: push mass to the upper right", {"weight": 1.0})}
+"""
+
+
+def test_the_launcher_offers_a_reward_module_and_reopens_a_kept_run_after_a_restart(app, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _demo, browser = app
+    (tmp_path / "e2e_rewards.py").write_text(REWARD_MODULE)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "app.py", "--port", str(port), "--threads", "1"]
+    argv += ["--rewards", "e2e_rewards", "--runs-dir", str(tmp_path / "kept")]
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            if "pgraft app on" in line:
+                return proc
+        raise AssertionError(f"the app did not start (exit {proc.wait()})")
+
+    def open_page():
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        for _ in range(60):  # the server binds its port a moment after the line is printed
+            try:
+                page.goto(f"http://127.0.0.1:{port}")
+                break
+            except Exception:
+                page.wait_for_timeout(500)
+        page.wait_for_selector("#reshaping .js-plotly-plot", timeout=120_000)
+        return page
+
+    proc = start()
+    try:
+        page = open_page()
+        _pick(page, "reward", "e2e-diagonal")  # the module's reward is in the list
+        page.wait_for_timeout(1500)
+        page.locator("#rounds input[type=number]").fill("1")
+        page.locator("#rounds input[type=number]").press("Enter")
+        page.click("#run")
+        page.wait_for_function("() => /Finished/.test(document.querySelector('#status').innerText)", timeout=300_000)
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    kept = [p.name for p in (tmp_path / "kept").iterdir()]
+    assert len(kept) == 1 and (tmp_path / "kept" / kept[0] / "metrics.csv").exists()
+    proc = start()  # a restart
+    try:
+        page = open_page()
+        page.locator("#earlier input").click()
+        assert page.get_by_role("option").all_inner_texts() == kept
+        page.get_by_role("option").first.click()
+        page.click("#reopen")
+        page.wait_for_function("() => /Reopened/.test(document.querySelector('#status').innerText)", timeout=60_000)
+        page.wait_for_selector("#histogram .bars", timeout=60_000)  # drawn from the files, not recomputed
+        assert "e2e-diagonal" in page.locator("#run-list").inner_text()
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
