@@ -72,6 +72,14 @@ class NoiseProcess(ABC):
         """`step` with one grid timestep per row (a batch of continuations at different depths)."""
         raise NotImplementedError(f"{type(self).__name__} has no per-sample step")
 
+    def transition(
+        self, scheduler: Any, model_output: torch.Tensor, timesteps: torch.Tensor, x: torch.Tensor, eta: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Gaussian reverse step `x' ~ N(mean, std²)` of the η-sampler, one grid timestep per row (std 0
+        where the step is deterministic): `step_per_sample` is `mean + std · noise`, and DDPO's per-step
+        log-probabilities are this density."""
+        raise NotImplementedError(f"{type(self).__name__} has no Gaussian reverse transition")
+
     def check_steps(self, num_inference_steps: int) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Raise `ValueError` naming the flag when the sampler cannot use this many steps."""
 
@@ -259,6 +267,11 @@ class VPProcess(NoiseProcess):
     ) -> torch.Tensor:
         return ddim_step_per_sample(scheduler, model_output, timesteps, x, eta, noise)
 
+    def transition(
+        self, scheduler: Any, model_output: torch.Tensor, timesteps: torch.Tensor, x: torch.Tensor, eta: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return ddim_mean_std(scheduler, model_output, timesteps, x, eta)
+
     def sample_training_timesteps(
         self, n: int, above: float | None, generator: torch.Generator, device: torch.device
     ) -> torch.Tensor:
@@ -369,6 +382,18 @@ class FlowProcess(NoiseProcess):
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
         """The step of the class docstring with one grid timestep per row (its own σ and next σ)."""
+        if eta <= 0:
+            mean, _ = self.transition(scheduler, model_output, timesteps, x, 0.0)
+            return mean.to(x.dtype)
+        if noise is None:
+            raise ValueError("FlowProcess.step_per_sample: eta > 0 needs noise")
+        mean, std = self.transition(scheduler, model_output, timesteps, x, eta)
+        return (mean + std * noise.to(torch.float64)).to(x.dtype)
+
+    def transition(
+        self, scheduler: Any, model_output: torch.Tensor, timesteps: torch.Tensor, x: torch.Tensor, eta: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of the class docstring's step, in float64 (std 0 onto σ' = 0)."""
         grid = scheduler.timesteps.to(torch.float64).cpu()
         index = (grid[None, :] - timesteps.detach().to(torch.float64).cpu()[:, None]).abs().argmin(dim=1)
         sigmas = scheduler.sigmas.to(torch.float64).cpu()
@@ -378,13 +403,12 @@ class FlowProcess(NoiseProcess):
         v, xd = model_output.to(torch.float64), x.to(torch.float64)
         x0, eps = xd - s * v, xd + (1 - s) * v
         if eta <= 0:
-            return (xd + (s_next - s) * v).to(x.dtype)
-        if noise is None:
-            raise ValueError("FlowProcess.step_per_sample: eta > 0 needs noise")
+            return xd + (s_next - s) * v, torch.zeros_like(s_next).expand_as(xd)
         rho = (1 - s) / (1 - s_next)
         c2 = eta**2 * s_next**2 * (s**2 - rho**2 * s_next**2).clamp_min(0) / s**2
-        out = (1 - s_next) * x0 + (s_next**2 - c2).clamp_min(0).sqrt() * eps + c2.sqrt() * noise.to(torch.float64)
-        return torch.where(s_next > 0, out, x0).to(x.dtype)
+        mean = (1 - s_next) * x0 + (s_next**2 - c2).clamp_min(0).sqrt() * eps
+        last = s_next <= 0
+        return torch.where(last, x0, mean), torch.where(last, 0.0, c2.sqrt()).expand_as(xd)
 
     def sample_training_timesteps(
         self, n: int, above: float | None, generator: torch.Generator, device: torch.device
@@ -414,6 +438,19 @@ def ddim_step_per_sample(
     (`t − T // num_inference_steps`, `final_alpha_cumprod` below 0) and no clipping of `x̂_0`, so each
     row equals a scalar `step` at that row's timestep.
     """
+    prev_sample, std = ddim_mean_std(scheduler, model_output, timesteps, sample, eta)
+    if eta > 0:
+        if variance_noise is None:
+            raise ValueError("ddim_step_per_sample: eta > 0 needs variance_noise")
+        prev_sample = prev_sample + std * variance_noise
+    return prev_sample
+
+
+def ddim_mean_std(
+    scheduler: Any, model_output: torch.Tensor, timesteps: torch.Tensor, sample: torch.Tensor, eta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and standard deviation of `ddim_step_per_sample`'s Gaussian step (std `η σ_t` of DDIM's
+    formula 16, broadcastable to the sample)."""
     config = scheduler.config
     if config.clip_sample or config.thresholding:
         raise ValueError("ddim_step_per_sample: the scheduler clips x_0; build it with clip_sample=False")
@@ -435,12 +472,8 @@ def ddim_step_per_sample(
         raise ValueError(f"ddim_step_per_sample: prediction_type {config.prediction_type!r} is not supported")
     variance = ((1 - alpha_prev) / beta_t) * (1 - alpha_t / alpha_prev)
     std = eta * variance ** (0.5)
-    prev_sample = alpha_prev ** (0.5) * x0 + (1 - alpha_prev - std**2) ** (0.5) * eps
-    if eta > 0:
-        if variance_noise is None:
-            raise ValueError("ddim_step_per_sample: eta > 0 needs variance_noise")
-        prev_sample = prev_sample + std * variance_noise
-    return prev_sample
+    mean = alpha_prev ** (0.5) * x0 + (1 - alpha_prev - std**2) ** (0.5) * eps
+    return mean, std
 
 
 def process_from_config(config: dict[str, Any]) -> NoiseProcess:

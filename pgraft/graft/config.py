@@ -85,12 +85,19 @@ class RunConfig:
         default_factory=list,
     )
     method: str = _help(
-        "graft (fine-tune at every noise level) or pgraft (only above the cutoff)",
+        "graft (fine-tune at every noise level), pgraft (only above the cutoff), ddpo (policy gradient with PPO "
+        "clipping over the denoising steps) or bon-sampling (no training: best of --n draws per delivered sample)",
         {
             "widget": "radio",
             "label": "Method",
-            "choices": [("GRAFT", "graft"), ("P-GRAFT", "pgraft")],
-            "info": "GRAFT fine-tunes at every noise level; P-GRAFT only above the cutoff, handing over to the base.",
+            "choices": [
+                ("GRAFT", "graft"),
+                ("P-GRAFT", "pgraft"),
+                ("DDPO", "ddpo"),
+                ("Best-of-n sampling", "bon-sampling"),
+            ],
+            "info": "GRAFT fine-tunes at every noise level; P-GRAFT only above the cutoff, handing over to the base; "
+            "DDPO is the policy-gradient rival; best-of-n sampling trains nothing and keeps the best of n draws.",
         },
         default="graft",
     )
@@ -210,6 +217,13 @@ class RunConfig:
         "to_out.0)",
         default_factory=list,
     )
+
+    ddpo_clip_range: float = _help("ddpo: PPO clip range of the importance ratio (DDPO's default 1e-4)", default=1e-4)
+    ddpo_adv_clip: float = _help("ddpo: advantages (per-prompt standardised rewards) clipped to +-this", default=5.0)
+    ddpo_timestep_fraction: float = _help("ddpo: fraction of each sample's denoising steps trained", default=1.0)
+    ddpo_inner_epochs: int = _help("ddpo: PPO epochs over each round's samples", default=1)
+    ddpo_batch_size: int | None = _help("ddpo: samples per minibatch (default: --batch-size)", default=None)
+    ddpo_accumulation: int = _help("ddpo: minibatches accumulated per optimizer step", default=1)
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from pgraft.core.acceptance import apply_rule
+from pgraft.core.ddpo import DDPOOptions, Rollout, advantages, ddpo_iter, rollout_iter
 from pgraft.core.devices import peak_memory_gb, reset_peak_memory, resolve_device
 from pgraft.core.distributed import ProcessError, Processes
 from pgraft.core.events import Cancelled, Finished, Notice, Progress, Stopped, relay
 from pgraft.core.finetune import FinetuneData, finetune_iter
-from pgraft.core.sampling import Trajectory, sample_iter, sample_seeds
+from pgraft.core.sampling import Trajectory, inference_timesteps, sample_iter, sample_seeds
 from pgraft.families.base import DiffusionAdapter, cat_rows
 from pgraft.graft.budget import check_disk
 from pgraft.graft.config import RunConfig, ignored_options
@@ -86,7 +87,12 @@ class RoundRunner:
         self.config = config
         self.processes = processes if processes is not None else Processes.detect(config.device)
         self.device = self.processes.device(resolve_device(config.device))
+        if config.method == "ddpo" and self.processes.distributed:
+            raise ValueError("--method ddpo runs on one process; launch it without accelerate")
         self.setup = setup or build_setup(config, allow_import=allow_import, device=self.device)
+        self._rollout: Rollout | None = None  # DDPO: the last round's trajectories and advantages
+        self._advantages: torch.Tensor | None = None
+        self._train_forward = 0
         if out is not None and self.processes.is_main:
             check_disk(config, self.setup.base, out)
         self.store = RunStore(out, mode) if out is not None else None
@@ -116,6 +122,19 @@ class RoundRunner:
         all_cond = cat_rows([cond, p_cond])
         mine = processes.shard(len(all_seeds))
         t0 = time.perf_counter()
+        if cfg.method == "ddpo":  # one process: the candidates with their trajectories, then the preview
+            model = finetuned or self.setup.base
+            rollout = yield from relay(
+                rollout_iter(model, seeds, cfg.num_inference_steps, cfg.effective_eta, cond), self.should_stop, round=r
+            )
+            self._rollout = rollout
+            preview = yield from relay(
+                sample_iter(self.setup.base, p_seeds, cfg.num_inference_steps, eta=cfg.effective_eta,
+                            finetuned=finetuned, cond=p_cond),
+                self.should_stop, round=r,
+            )  # fmt: skip
+            mine = slice(0, len(all_seeds))
+            trajectory = replace(preview, samples=torch.cat([rollout.samples, preview.samples]), seeds=all_seeds)
         gen = sample_iter(
             self.setup.base,
             all_seeds[mine],
@@ -125,7 +144,8 @@ class RoundRunner:
             cutoff=cfg.cutoff if cfg.method == "pgraft" else None,
             cond=all_cond[mine] if all_cond is not None else None,
         )
-        trajectory = yield from relay(gen, self.should_stop, round=r)
+        if cfg.method != "ddpo":
+            trajectory = yield from relay(gen, self.should_stop, round=r)
         timings["time_sampling"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # Rewards and metrics see what the family decodes (pixels of a latent pipeline; the samples themselves
@@ -161,7 +181,34 @@ class RoundRunner:
             model, data, cfg.finetune_steps, cfg.batch_size, cfg.lr, seed=cfg.seed * 7919 + r, processes=self.processes
         )
         tail = yield from relay(gen, self.should_stop, round=r)  # the last tenth of the steps' losses
+        self._train_forward = cfg.finetune_steps * cfg.batch_size
         return model.frozen(), sum(tail) / len(tail)
+
+    def _ddpo(
+        self, r: int, current: DiffusionAdapter | None, previous: RoundResult
+    ) -> Generator[Event, None, tuple[DiffusionAdapter, float, dict[str, float]]]:
+        """DDPO's update on the previous round's trajectories (re-drawn after a resume: the same seeds and
+        model give the same trajectories)."""
+        cfg = self.config
+        sampler = current or self.setup.base
+        if self._rollout is None:
+            seeds, _groups, cond = self._seeds(r, cfg.samples)
+            again = rollout_iter(sampler, seeds, cfg.num_inference_steps, cfg.effective_eta, cond)
+            self._rollout = yield from relay(again, self.should_stop, round=r)
+        if self._advantages is None:
+            self._advantages = advantages(previous.rewards, previous.groups, cfg.ddpo_adv_clip)
+        model = sampler.trainable_copy(seed=cfg.seed * 7919 + r)
+        options = DDPOOptions(
+            clip_range=cfg.ddpo_clip_range, adv_clip=cfg.ddpo_adv_clip, timestep_fraction=cfg.ddpo_timestep_fraction,
+            inner_epochs=cfg.ddpo_inner_epochs, batch_size=cfg.ddpo_batch_size or cfg.batch_size,
+            accumulation=cfg.ddpo_accumulation, lr=cfg.lr,
+        )  # fmt: skip
+        gen = ddpo_iter(model, self._rollout, self._advantages, options, seed=cfg.seed * 7919 + r)
+        stats = yield from relay(gen, self.should_stop, round=r)
+        self._rollout, self._advantages = None, None
+        self._train_forward = stats.forward
+        loss = sum(stats.losses) / len(stats.losses) if stats.losses else float("nan")
+        return model.frozen(), loss, {"ddpo_clip_fraction": stats.clip_fraction, "ddpo_approx_kl": stats.approx_kl}
 
     def _training_data(self, result: RoundResult) -> FinetuneData:
         cfg = self.config
@@ -231,7 +278,16 @@ class RoundRunner:
                 reset_peak_memory(device)
                 timings: dict[str, float] = {}
                 loss = float("nan")
-                if r > 0:
+                extra: dict[str, float] = {}
+                self._train_forward = 0
+                if r > 0 and cfg.method == "bon-sampling":
+                    pass  # nothing is trained: every round is fresh draws of the base
+                elif r > 0 and cfg.method == "ddpo":
+                    assert previous is not None
+                    t0 = time.perf_counter()
+                    current, loss, extra = yield from self._ddpo(r, current, previous)
+                    timings["time_finetune"] = time.perf_counter() - t0
+                elif r > 0:
                     assert previous is not None
                     if previous.accepted.any() and cfg.finetune_steps > 0:
                         t0 = time.perf_counter()
@@ -247,6 +303,7 @@ class RoundRunner:
                         )
                 traj, decoded, rewards_all, n = yield from self._draw(r, current, timings)
                 result = self._score_and_accept(r, traj, decoded, rewards_all, n, timings, loss, previous)
+                result.metrics.update(extra)
                 peak = peak_memory_gb(device)
                 if peak is not None:
                     result.metrics["peak_gpu_memory_gb"] = round(peak, 3)
@@ -292,7 +349,11 @@ class RoundRunner:
         samples, rewards = traj.samples[:n], rewards_all[:n]
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 104729 + r)
-        accepted = apply_rule(self.setup.rule, rewards, groups, gen, samples)
+        if cfg.method == "ddpo":  # every candidate trains, weighted by its advantage
+            accepted = torch.ones(len(rewards), dtype=torch.bool)
+            self._advantages = advantages(rewards, groups, cfg.ddpo_adv_clip)
+        else:
+            accepted = apply_rule(self.setup.rule, rewards, groups, gen, samples)
         timings["time_acceptance"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics: dict[str, Any] = {
@@ -308,10 +369,16 @@ class RoundRunner:
         if self.setup.prompts:
             for p, prompt in enumerate(self.setup.prompts):
                 metrics[f"reward_mean[{prompt}]"] = float(rewards[groups == p].mean())
-        if self.processes.is_main:  # the evaluator's state (reference features, exact targets) lives on one rank
+        if cfg.method == "bon-sampling":  # what it delivers: the best of each n, against one tilt's exact target
+            metrics["delivered"] = int(accepted.sum())
+            metrics["reward_calls_per_delivered"] = len(rewards) / max(1, int(accepted.sum()))
+            if self.processes.is_main and accepted.any():
+                metrics.update(self.setup.evaluator.round_metrics(1, decoded[:n][accepted], rewards[accepted]))
+        elif self.processes.is_main:  # the evaluator's state (reference features, exact targets) lives on one rank
             metrics.update(self.setup.evaluator.round_metrics(r, decoded[:n], rewards))
-        if "target_reward" in metrics:
+        if "target_reward" in metrics and cfg.method in ("graft", "pgraft"):
             metrics.update(learning_gap(metrics, len(rewards), previous))
+        metrics.update(self._budget(len(traj.samples), previous))
         timings["time_metrics"] = time.perf_counter() - t0
         if traj.cutoff_fraction is not None and cfg.method == "pgraft":
             metrics["cutoff_effective"] = traj.cutoff_fraction
@@ -321,6 +388,27 @@ class RoundRunner:
         return RoundResult(
             r, metrics, samples, rewards, accepted, groups, traj.samples[n:], rewards_all[n:], p_groups, x_cut
         )
+
+    def _budget(self, rows: int, previous: RoundResult | None) -> dict[str, int]:
+        """What the round spent, and the totals so far (for runs compared at equal reward calls or compute):
+        samples drawn and scored (candidates and preview), network evaluations while sampling (rows × steps,
+        twice with classifier-free guidance) and while training (forward and backward, rows × steps)."""
+        cfg = self.config
+        per_eval = 2 if getattr(self.setup.base, "guided", False) else 1
+        steps = len(inference_timesteps_of(self.setup.base, cfg.num_inference_steps))
+        round_budget = {
+            "samples_drawn": rows,
+            "reward_calls": rows,
+            "nfe_sampling": rows * steps * per_eval,
+            "nfe_train_forward": self._train_forward * per_eval,
+            "nfe_train_backward": self._train_forward * per_eval,
+        }
+        before = previous.metrics if previous is not None else {}
+        totals = {
+            "reward_calls_total": int(before.get("reward_calls_total", 0)) + rows,
+            "nfe_total": int(before.get("nfe_total", 0)) + sum(v for k, v in round_budget.items() if "nfe" in k),
+        }
+        return {**round_budget, **totals}
 
     @staticmethod
     def _tensors(result: RoundResult) -> dict[str, torch.Tensor]:
@@ -371,3 +459,7 @@ def learning_gap(metrics: dict[str, Any], n: int, previous: RoundResult | None) 
 def run_to_end(runner: RoundRunner) -> list[RoundResult]:
     """Run every round and return the results (for scripts and tests)."""
     return [ev for ev in runner.run() if isinstance(ev, RoundResult)]
+
+
+def inference_timesteps_of(base: DiffusionAdapter, num_inference_steps: int) -> torch.Tensor:
+    return inference_timesteps(base.process, num_inference_steps)

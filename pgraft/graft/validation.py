@@ -11,7 +11,7 @@ from typing import Any
 
 from pgraft.core.acceptance import RULE_PARAMS, RULES
 
-METHODS = ("graft", "pgraft")
+METHODS = ("graft", "pgraft", "ddpo", "bon-sampling")
 ANCHORINGS = ("intermediate", "final")
 SAMPLERS = ("ddpm", "ddim")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # whole strings only: fullmatch (a `$` matches before "\n")
@@ -45,6 +45,9 @@ _INTEGERS = (
     "height",
     "width",
     "lora_rank",
+    "ddpo_inner_epochs",
+    "ddpo_batch_size",
+    "ddpo_accumulation",
 )
 _NUMBERS = (
     "cutoff",
@@ -58,6 +61,9 @@ _NUMBERS = (
     "guidance_scale",
     "true_cfg_scale",
     "lora_alpha",
+    "ddpo_clip_range",
+    "ddpo_adv_clip",
+    "ddpo_timestep_fraction",
 )
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 MAX_PROMPTS = 10_000
@@ -106,6 +112,21 @@ def check_values(config: Any) -> None:
         raise _bad("anchoring", c.anchoring, f"choose one of {list(ANCHORINGS)}")
     if c.sampler not in SAMPLERS:
         raise _bad("sampler", c.sampler, f"choose one of {list(SAMPLERS)}")
+    if c.method == "ddpo":
+        if (1.0 if c.sampler == "ddpm" else c.eta) <= 0:
+            raise _bad("eta", c.eta, "--method ddpo needs a stochastic sampler: --sampler ddpm, or --eta > 0")
+        for name, ok, allowed in (
+            ("ddpo_clip_range", c.ddpo_clip_range >= 0, "a number >= 0"),
+            ("ddpo_adv_clip", c.ddpo_adv_clip > 0, "a number > 0"),
+            ("ddpo_timestep_fraction", 0 < c.ddpo_timestep_fraction <= 1, "a fraction in (0, 1]"),
+            ("ddpo_inner_epochs", 1 <= c.ddpo_inner_epochs <= 1000, "an integer in 1..1000"),
+            ("ddpo_batch_size", c.ddpo_batch_size is None or c.ddpo_batch_size >= 1, "an integer >= 1"),
+            ("ddpo_accumulation", 1 <= c.ddpo_accumulation <= 10_000, "an integer in 1..10000"),
+        ):
+            if not ok:
+                raise _bad(name, getattr(c, name), f"it must be {allowed}")
+    if c.method == "bon-sampling" and c.rule != "best-of-n":
+        raise _bad("rule", c.rule, "--method bon-sampling keeps the best of --n draws: use --rule best-of-n")
     if not (0.0 < c.cutoff < 1.0):
         raise _bad("cutoff", c.cutoff, "it must lie strictly between 0 and 1")
     if not (0.0 <= c.eta <= 1.0):
@@ -175,10 +196,17 @@ def ignored_options(config: Any) -> list[str]:
 
     default = {f.name: f.default for f in dataclasses.fields(config)}
     notes = []
-    if config.method == "graft":
+    if config.method != "ddpo":
+        for f in dataclasses.fields(config):
+            if f.name.startswith("ddpo_") and getattr(config, f.name) != default[f.name]:
+                shown = f"--{f.name.replace('_', '-')} {getattr(config, f.name)}"
+                notes.append(f"{shown} has no effect with --method {config.method}")
+    if config.method == "bon-sampling":
+        notes.append("--method bon-sampling trains nothing: each round delivers the best of --n fresh base draws")
+    if config.method != "pgraft":
         for name in ("cutoff", "anchoring"):
             if getattr(config, name) != default[name]:
-                notes.append(f"--{name} {getattr(config, name)} has no effect with --method graft")
+                notes.append(f"--{name} {getattr(config, name)} has no effect with --method {config.method}")
     own = RULES[config.rule].param.name
     for name in RULE_PARAMS:
         value = getattr(config, name)
