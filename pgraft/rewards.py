@@ -67,6 +67,9 @@ class SampleView:
 
     description: str
     convert: Callable[[torch.Tensor], torch.Tensor] | None = None
+    arguments: int = 1
+    """How many tensors `convert` returns (as a tuple when more than one); a user reward takes them as that
+    many positional arguments (layouts: boxes and labels), then the prompts if it has one more."""
 
 
 USER_REWARD = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -139,7 +142,15 @@ def import_reward(target: str, view: SampleView) -> Reward:
         n_params = len(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         n_params = 1
-    convert = view.convert
+    convert, arity = view.convert, view.arguments
+    if convert is not None and arity > 1:
+        spread_fn = fn
+
+        def spread(x: torch.Tensor, prompts: list[str] | None = None) -> Any:
+            args = tuple(convert(x))  # type: ignore[arg-type]
+            return spread_fn(*args, prompts) if n_params > arity else spread_fn(*args)
+
+        return Reward(target, "user", spread, f"user reward {target}", takes_prompts=n_params > arity)
     if convert is not None:
         user_fn = fn
         fn = (lambda x, prompts: user_fn(convert(x), prompts)) if n_params >= 2 else (lambda x: user_fn(convert(x)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-BUILTIN = ("toy2d", "digits", "t2i")
+BUILTIN = ("toy2d", "digits", "layouts", "t2i", "molecules")
 
 
 def builtin_domains() -> list[Any]:
