@@ -5,6 +5,7 @@ pgraft run --config run.yaml --out runs/demo --resume
 pgraft bias-variance --model toy2d-exact --reward x --out runs/bv
 pgraft inc --model toy2d-flow --out runs/inc
 pgraft scout --model toy2d --reward x --trials 20 --out runs/scout
+pgraft compare --model toy2d --reward x --budget-reward-calls 4096 8192 --out runs/compare
 pgraft pretrain toy2d --dataset ring8
 pgraft models | pgraft rewards --model toy2d
 """
@@ -27,6 +28,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     import pgraft.cli.bias_variance as bias_variance
+    import pgraft.cli.compare as compare
     import pgraft.cli.inc as inc
     import pgraft.cli.info as info
     import pgraft.cli.run as run
@@ -39,11 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     bias_variance.add_parser(sub)
     inc.add_parser(sub)
     scout.add_parser(sub)
+    compare.add_parser(sub)
     return parser
 
 
 def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
     import pgraft.cli.bias_variance as bias_variance
+    import pgraft.cli.compare as compare
     import pgraft.cli.inc as inc
     import pgraft.cli.info as info
     import pgraft.cli.run as run
@@ -57,6 +61,7 @@ def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
         "bias-variance": bias_variance.cmd_bias_variance,
         "inc": inc.cmd_inc,
         "scout": scout.cmd_scout,
+        "compare": compare.cmd_compare,
     }
 
 
