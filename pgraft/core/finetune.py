@@ -105,6 +105,9 @@ def finetune_iter(
     losses: deque[float] = deque(maxlen=max(1, steps // 10))
     rows = processes.shard(batch_size)
     share = (rows.stop - rows.start) * processes.world / batch_size
+    # A model may bring its own loss: `training_loss(x, t, noise, cond, anchor_timestep) -> scalar`, with the
+    # same minibatch, timesteps and noise drawn here (e.g. `domains/molecules/model.py`, masked diffusion).
+    own_loss = getattr(model, "training_loss", None)
     model.train_mode(True)
     for step in range(steps):
         idx = torch.randint(0, len(data.x), (batch_size,), generator=gen)
@@ -119,9 +122,12 @@ def finetune_iter(
         value = 0.0
         if len(x):
             with torch.enable_grad():
-                x_t, target, weight = training_example(process, x, t, noise, data.anchor_timestep)
-                out = model(x_t, t, cond)
-                loss = share * (weight * (out.float() - target.float()) ** 2).mean()
+                if own_loss is not None:  # a family with a loss of its own (masked discrete diffusion)
+                    loss = share * own_loss(x, t, noise, cond, data.anchor_timestep)
+                else:
+                    x_t, target, weight = training_example(process, x, t, noise, data.anchor_timestep)
+                    out = model(x_t, t, cond)
+                    loss = share * (weight * (out.float() - target.float()) ** 2).mean()
                 loss.backward()
             value = float(loss.detach())
         value = processes.mean_grads(params, value)
