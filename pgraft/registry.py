@@ -42,6 +42,37 @@ def register_reward(name: str, spec: RewardSpec) -> None:
     REWARDS[name] = spec
 
 
+def load_reward_modules(names: tuple[str, ...] | list[str], flag: str = "--rewards") -> list[str]:
+    """Import each module (named by the operator: trusted code, like any module one runs) and register its
+    rewards: a module either calls `register_reward` when imported, or defines `REWARDS = {name: RewardSpec}`.
+    The working directory is searched last. Returns the names added (`ValueError` naming `flag` when a module
+    cannot be imported or adds nothing). The app's and the command line's `--rewards`."""
+    import importlib
+    import os
+    import sys
+
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.append(here)
+    added: list[str] = []
+    for name in names:
+        before = set(REWARDS)
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # any import failure, reported with the module's name
+            raise ValueError(f"{flag}: cannot import {name!r}: {type(exc).__name__}: {exc}") from None
+        for reward, spec in dict(getattr(module, "REWARDS", {}) or {}).items():
+            register_reward(str(reward), spec)
+        new = sorted(set(REWARDS) - before) or [r for r in getattr(module, "REWARDS", {}) or {}]
+        if not new:
+            raise ValueError(
+                f"{flag}: module {name!r} registered no reward; define REWARDS = {{name: RewardSpec(...)}} "
+                "or call pgraft.registry.register_reward when it is imported"
+            )
+        added += new
+    return added
+
+
 def _load_domains() -> None:
     from importlib.metadata import entry_points
 
@@ -176,6 +207,7 @@ __all__ = [
     "get_domain",
     "get_model_spec",
     "load_model",
+    "load_reward_modules",
     "make_reward",
     "make_rule",
     "register_domain",

@@ -157,3 +157,26 @@ def test_user_reward_module_function_and_a_nan_reward(tmp_path, monkeypatch, cap
     code = main(["run", "--reward", "myreward:broken", "--rounds", "1", "--out", "bad", "--quiet", *FAST])
     err = capsys.readouterr().err
     assert code == 1 and "myreward:broken" in err and "NaN" in err
+
+
+def test_rewards_of_a_module_given_with_rewards_are_used_by_name(tmp_path, monkeypatch, capsys):
+    """`pgraft run --rewards MODULE`: the module's rewards by name, as the app's `--rewards`; a module that
+    registers nothing is refused naming the flag."""
+    from pgraft.cli import main
+    from pgraft.registry import REWARDS
+
+    (tmp_path / "lab_rewards.py").write_text(
+        "from pgraft.rewards import RewardSpec\n"
+        "REWARDS = {'lab-y': RewardSpec(lambda ctx: (lambda x: x[:, 1]), 'toy2d', 'the y coordinate')}\n"
+    )
+    (tmp_path / "empty_rewards.py").write_text("X = 1\n")
+    monkeypatch.chdir(tmp_path)
+    try:
+        args = ["run", "--model", "toy2d", "--rewards", "lab_rewards", "--reward", "lab-y", "--rounds", "1"]
+        args += ["--samples", "64", "--preview", "0", "--num-inference-steps", "5", "--finetune-steps", "2"]
+        assert main([*args, "--out", str(tmp_path / "r")]) == 0
+        assert "reward lab-y" in capsys.readouterr().out
+        assert main(["run", "--model", "toy2d", "--rewards", "empty_rewards", "--out", str(tmp_path / "s")]) == 2
+        assert "--rewards: module 'empty_rewards' registered no reward" in capsys.readouterr().err
+    finally:
+        REWARDS.pop("lab-y", None)

@@ -41,6 +41,14 @@ def add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozense
 
     add_dataclass_flags(p, RunConfig, skip, defaults=dict.fromkeys(BY_MODEL, BY_MODEL_HELP))
     p.add_argument("--config", type=Path, help="YAML file with the same option names; flags override it")
+    p.add_argument(
+        "--rewards",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first and use the rewards it registers by name (as the app's --rewards; repeatable; "
+        "give it again with --resume)",
+    )
 
 
 def add_parser(sub: Any) -> None:
@@ -68,6 +76,10 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
     from pgraft.cli.flags import values_of
     from pgraft.graft.config import RunConfig
 
+    if getattr(args, "rewards", None):
+        from pgraft.registry import load_reward_modules
+
+        load_reward_modules(args.rewards)
     values: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         if not args.config.exists():
