@@ -59,8 +59,12 @@ def train_layouts(
     lr: float = LR,
     ema_decay: float = 0.999,
     log: Callable[[int, float], None] | None = None,
+    snapshot: Callable[[int, Any], None] | None = None,
 ) -> DiffusionModel:
-    """Train a layout model (see the module docstring); the returned weights are the EMA."""
+    """Train a layout model (see the module docstring); the returned weights are the EMA.
+
+    `snapshot(step, ema_network)` is called after every step (the schedule does not depend on the total
+    number of steps, so the EMA after `N` steps of a longer run is that of a run with `steps=N`)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_layout_model(size, seed=seed)
@@ -88,6 +92,8 @@ def train_layouts(
         losses.append(float(loss.detach()))
         if log is not None:
             log(step + 1, losses[-1])
+        if snapshot is not None:
+            snapshot(step + 1, ema)
     ema.cache, ema.coin = net.cache, net.coin
     model.network = ema.eval()
     tail = losses[-max(1, steps // 10) :]
@@ -158,8 +164,6 @@ def pretrain_layouts(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train, judge, save (safetensors, config and records in the metadata, atomically) and write the card."""
-    from pgraft.domains.layouts.cards import model_card
-
     steps = steps or TRAIN_STEPS
     pages, dropped = None, None
     if data is not None:
@@ -177,12 +181,26 @@ def pretrain_layouts(
             log(f"layouts: step {step}/{steps} loss {loss:.4f}")
 
     model = train_layouts(steps, seed, size, pages, log=progress)
-    quality = quality_report(model, n=eval_samples)
     command = f"pgraft pretrain layouts --steps {steps} --seed {seed}" + (
         f" --size {size}" if size != "default" else ""
     )
     if data is not None:
         command += f" --data {data} --format {data_format}"
+    return finish_pretrain(model, out, command, dropped, eval_samples, log)
+
+
+def finish_pretrain(
+    model: DiffusionModel,
+    out: Path | None,
+    command: str,
+    dropped: dict[str, Any] | None = None,
+    eval_samples: int = QUALITY_SAMPLES,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Judge a trained model, save it to `out` (atomically) with its metadata, and write the card beside it."""
+    from pgraft.domains.layouts.cards import model_card
+
+    quality = quality_report(model, n=eval_samples)
     out = Path(out) if out is not None else weights_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
