@@ -35,7 +35,9 @@ step above the cutoff is the ordinary one with `p̃(x_0,ℓ | x_t)`, the target 
   "`ℓ` was still unmasked at `t_c`" is independent of `x_0`, and `x_c,ℓ = x_0,ℓ` on it, hence
   `E[onehot(x_c,ℓ) | x_t, unmasked at t_c] = p̃(x_0,ℓ | x_t)`. (Filling the masked positions with the base's
   `p(x_0,ℓ | x_c)` instead would be biased: it ignores that acceptance also tilts `x_0` given `x_c`.)
-  The weight `(1 − t_c)/(t − t_c)` per newly masked position is MDLM's `1/t` at `t_c = 0`.
+  Every trained position is weighted by MDLM's `1/t` (a weight of `t` alone moves no minimiser); the ELBO's
+  `(1 − t_c)/(t − t_c)` of the truncated chain would also be unbiased but is unbounded at `t → t_c`, and on
+  the toy its variance kept the table 0.06 from the target where `1/t` gets within 0.03.
 
 `tests/test_molecules_pgraft.py` checks both against the exact tilted posterior of an enumerable toy.
 """
@@ -242,17 +244,15 @@ class MaskedDiffusionModel(DiffusionModel):
     def training_loss(
         self, x: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, cond: Any, anchor_timestep: float | None
     ) -> torch.Tensor:
-        """The MDLM loss `E_t[w Σ CE] / L` over the positions masked at `t` and unmasked in the anchors `x`
-        (clean rows, or handoff states at `anchor_timestep`), `w = (1 − t_c)/(t − t_c)`."""
+        """The MDLM loss `E_t[(1/t) Σ CE] / L` over the positions masked at `t` and unmasked in the anchors
+        `x` (clean rows, or handoff states at `anchor_timestep`)."""
         anchor = tokens_of(x)
         v = self.denoiser.vocab
         xt = self.corrupt(anchor, timesteps, noise, anchor_timestep)
         logp = torch.log_softmax(self.denoiser.logits(xt, timesteps).float(), -1)
         ce = -logp.gather(-1, anchor.clamp_max(v - 1)[..., None]).squeeze(-1)
         newly = ((xt == v) & (anchor != v)).float()
-        tc = float(anchor_timestep or 0.0) / NUM_TRAIN_TIMESTEPS
-        frac = timesteps.float() / NUM_TRAIN_TIMESTEPS
-        weight = (1 - tc) / (frac - tc).clamp_min(1e-3)
+        weight = NUM_TRAIN_TIMESTEPS / timesteps.float().clamp_min(1.0)
         return ((ce * newly).sum(1) * weight).mean() / x.shape[1]
 
 
