@@ -125,3 +125,27 @@ def test_a_too_full_page_is_dropped(tmp_path):
     read = read_layouts(path, "crello", max_elements=4)
     assert read.report()["dropped_pages"] == {"more than 4 elements": 1}
     assert len(read.layouts) == 0 and read.layouts.boxes.shape == torch.Size([0, 20, 4])
+
+
+@pytest.mark.slow  # about 20 s on a shared 2-core CPU (imports, three training steps, 2 x 8 samples judged)
+def test_pretrain_layouts_on_a_publaynet_file_from_the_command_line(tmp_path, capsys):
+    from pgraft.cli import main
+    from pgraft.domains.layouts.models import load_layout_model
+
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 600, "height": 800} for i in range(4)]
+    annotations = [
+        {"id": 10 * i + j, "image_id": i, "category_id": 1 + (j % 5), "bbox": [60, 40 + 150 * j, 480, 120]}
+        for i in range(4)
+        for j in range(i + 1)
+    ]
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    out = tmp_path / "mine.safetensors"
+    args = ["pretrain", "layouts", "--data", str(data), "--format", "publaynet", "--steps", "3", "--size", "tiny"]
+    assert main([*args, "--eval-samples", "8", "--out", str(out)]) == 0
+    model = load_layout_model(path=out)
+    assert model.info["training"]["data"] == "4 pages read from disk"
+    assert model.info["data"]["pages_kept"] == 4
+    card = out.with_suffix(".md").read_text()
+    assert "--data" in card and "Fréchet to held-out" in card

@@ -21,6 +21,8 @@ def add_parsers(sub: Any) -> None:
         "--size", default="default", help="digits UNet size: default (shipped), deep (the next size up) or tiny (tests)"
     )
     pre.add_argument("--eval-samples", type=int, default=1000, help="digits: samples judged for the model card")
+    pre.add_argument("--data", type=Path, default=None, help="layouts: train on a real data set read from this path")
+    pre.add_argument("--format", default=None, help="layouts: the format of --data (publaynet, rico, magazine, crello)")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -51,6 +53,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     pretrainers = {name: p for d in DOMAINS.values() for name, p in d.pretrain.items()}
     if args.name not in pretrainers:
         raise ValueError(f"pretrain: unknown model {args.name!r}; choose one of {sorted(pretrainers)}")
-    options = {"dataset": args.dataset, "size": args.size, "eval_samples": args.eval_samples}
+    options = {
+        "dataset": args.dataset,
+        "size": args.size,
+        "eval_samples": args.eval_samples,
+        "data": args.data,
+        "format": args.format,
+    }
     print(f"wrote {pretrainers[args.name].run(args.out, args.steps, args.seed, options)}")
     return 0
