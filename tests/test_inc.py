@@ -125,7 +125,7 @@ def test_inversion_reproduces_real_data_to_the_tolerance(learned_flow: Diffusion
 def test_a_step_too_large_for_the_velocity_fails_with_a_clear_message() -> None:
     # v = 10 x, K = 4: step sizes about 1/3, so η L ≈ 3.3 > 1 and fixed-point iteration diverges.
     with pytest.raises(InversionError) as err:
-        invert(linear_flow(10.0), torch.randn(20, 2), 4)
+        invert(linear_flow(10.0), torch.randn(20, 2), 4, solver="fixed-point")
     message = str(err.value)
     # The grid is σ = 1, .667, .334, .001, 0; inversion runs last step first and the tiny step 3 contracts.
     assert "sampler step 2" in message and "step size 0.333" in message and "residual" in message
@@ -135,8 +135,8 @@ def test_a_step_too_large_for_the_velocity_fails_with_a_clear_message() -> None:
 def test_a_stiff_learned_flow_with_too_few_steps_fails_or_drops(learned_flow: DiffusionModel) -> None:
     x = ToyQuality(learned_flow, seed=0).real_data(500)
     with pytest.raises(InversionError, match="does not contract at sampler step"):
-        invert(learned_flow, x, 4)
-    inv = invert(learned_flow, x, 4, on_failure="drop")
+        invert(learned_flow, x, 4, solver="fixed-point")
+    inv = invert(learned_flow, x, 4, on_failure="drop", solver="fixed-point")
     assert 0 < int(inv.failed.sum()) < len(x)  # measured: 186 of these 500 fail at K = 4 (43 at K = 8)
     assert sum(s.failed for s in inv.steps) == int(inv.failed.sum())
     back = euler_sample(learned_flow, inv.kept, 4)
@@ -144,6 +144,36 @@ def test_a_stiff_learned_flow_with_too_few_steps_fails_or_drops(learned_flow: Di
 
 
 # --- diagnostics ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["anderson", "auto"])
+def test_anderson_inverts_where_fixed_point_iteration_diverges(solver: str) -> None:
+    """v = 10 x at K = 4 (η L ≈ 3.3): fixed-point iteration diverges (the test above); Anderson acceleration,
+    a secant method on the same map, solves every step to the tolerance, and G(z) = x follows."""
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    model = linear_flow(10.0)
+    inv = invert(model, x, 4, tol=TOL, solver=solver)
+    assert not inv.failed.any() and inv.max_residual <= TOL
+    # the exact inverse of each Euler step y' = (1 + c dt) y is y = y' / (1 + c dt)
+    _, sigmas = flow_grid(model, 4)
+    expected = x.double()
+    for k in reversed(range(4)):
+        expected = expected / (1 + 10.0 * float(sigmas[k + 1] - sigmas[k]))
+    torch.testing.assert_close(inv.noises.double(), expected, rtol=1e-4, atol=1e-4)
+    assert (euler_sample(model, inv.noises, 4) - x).abs().max() <= 5 * 4 * TOL
+
+
+def test_anderson_inverts_the_stiff_learned_flow_that_fixed_point_iteration_drops(learned_flow: DiffusionModel) -> None:
+    x = ToyQuality(learned_flow, seed=0).real_data(500)
+    old = invert(learned_flow, x, 4, on_failure="drop", solver="fixed-point")
+    new = invert(learned_flow, x, 4, on_failure="drop")  # auto
+    assert int(new.failed.sum()) < int(old.failed.sum()) // 4, (int(new.failed.sum()), int(old.failed.sum()))
+    back = euler_sample(learned_flow, new.kept, 4)
+    assert (back - x[~new.failed]).abs().max() <= 5 * 4 * TOL
+    with pytest.raises(ValueError, match="--solver: 'newton' is invalid"):
+        invert(learned_flow, x[:4], 4, solver="newton")
+
+
 def test_vectorised_permutation_mmd_matches_the_direct_formula() -> None:
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(60, 3, generator=gen), torch.randn(45, 3, generator=gen) + 0.3
@@ -340,7 +370,8 @@ def test_a_step_count_that_inverts_nothing_gets_a_notice_not_a_crash() -> None:
     from pgraft.inc.config import IncConfig
     from pgraft.inc.run import run_inc_iter
 
-    config = IncConfig(steps=(4, 6), correction_steps=(1,), invert=20, samples=50, preview=4, correction_train_steps=5)
+    config = IncConfig(steps=(4, 6), correction_steps=(1,), invert=20, samples=50, preview=4, correction_train_steps=5,
+                       solver="fixed-point")  # fmt: skip
     gen, notices = run_inc_iter(config, model=linear_flow(10.0)), []
     while True:
         try:

@@ -84,7 +84,14 @@ class IncConfig:
         default=None, metadata={"help": "residual tolerance of every backward-Euler step (toy 1e-5, digits 1e-4)"}
     )
     max_iter: int | None = field(
-        default=None, metadata={"help": "fixed-point iterations allowed per step (toy 100, digits 400)"}
+        default=None, metadata={"help": "solver iterations allowed per step (toy 100, digits 400)"}
+    )
+    solver: str = field(
+        default="auto",
+        metadata={
+            "help": "backward-Euler solver: auto (fixed-point where it contracts, Anderson acceleration for the "
+            "rows it has not converged after a few iterations), anderson, fixed-point"
+        },
     )
     on_failure: str = field(
         default="drop", metadata={"help": "samples whose inversion does not contract: drop | raise"}
@@ -144,6 +151,12 @@ class IncConfig:
                 "an integer in [1, 1e5]",
             ),
             ("--on-failure", self.on_failure, self.on_failure in ON_FAILURE, ", ".join(ON_FAILURE)),
+            (
+                "--solver",
+                self.solver,
+                self.solver in ("auto", "anderson", "fixed-point"),
+                "auto, anderson, fixed-point",
+            ),
             ("--seed", self.seed, 0 <= self.seed < 2**31, "an integer in [0, 2^31)"),
             (
                 "--device",

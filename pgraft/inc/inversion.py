@@ -31,6 +31,10 @@ from pgraft.core.process import FlowProcess
 from pgraft.families.base import DiffusionAdapter
 
 STALL_PATIENCE = 20  # iterations without a new best residual that count as "does not contract"
+SOLVERS = ("auto", "fixed-point", "anderson")
+ANDERSON_MEMORY = 5
+SWITCH_AFTER = 8
+"""`auto`: rows still unconverged after this many fixed-point iterations continue with Anderson acceleration."""
 
 
 class InversionError(ValueError):
@@ -131,8 +135,15 @@ def invert_step(
     k: int,
     tol: float,
     max_iter: int,
+    solver: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, StepReport]:
     """Solve `y + (σ_{k+1} − σ_k) v(y, t_k) = y_{k+1}` for `y` by fixed-point iteration, row by row.
+
+    `solver`: `fixed-point` alone; `anderson` (Anderson acceleration of the same map, type II with the last
+    `ANDERSON_MEMORY` iterates: the next iterate is the combination of the last `g` values whose residuals'
+    combination is least, a secant method that converges where `η L ≥ 1` makes plain iteration stall or
+    diverge, at one velocity evaluation per iteration as before); `auto` (default): fixed-point iteration
+    where it contracts, and Anderson for the rows it has not converged after `SWITCH_AFTER` iterations.
 
     Every row iterates `y ← g(y) = y_{k+1} − (σ_{k+1} − σ_k) v(y, t_k)` until its own residual `|g(y) − y|_∞` is
     below `tol` (converged rows stop costing evaluations); the returned `y` is the iterate whose residual was
@@ -151,11 +162,17 @@ def invert_step(
     iterations = torch.zeros(n, dtype=torch.long, device=y.device)
     failed = torch.zeros(n, dtype=torch.bool, device=y.device)
     active = torch.arange(n, device=y.device)
+    if solver not in SOLVERS:
+        raise ValueError(f"--solver: {solver!r} is invalid; allowed: {', '.join(SOLVERS)}")
+    start = 1 if solver == "anderson" else (SWITCH_AFTER if solver == "auto" else max_iter + 1)
+    hist_g: list[torch.Tensor] = []  # the last iterates' g and residual vectors of the active rows
+    hist_f: list[torch.Tensor] = []
     for it in range(1, max_iter + 1):
         ya = y[active]
         v = model(ya.reshape(-1, *y_next.shape[1:]), timestep.expand(len(active))).reshape(len(ya), -1)
         g = flat[active] - dt * v
-        res = (g - ya).abs().amax(1).nan_to_num(float("inf"))  # = |ya + dt v(ya) − y_next|_∞
+        f = g - ya
+        res = f.abs().amax(1).nan_to_num(float("inf"))  # = |ya + dt v(ya) − y_next|_∞
         iterations[active], residual[active] = it, res
         improved = res < best[active]
         best[active] = torch.minimum(best[active], res)
@@ -164,8 +181,16 @@ def invert_step(
         bad = ~done & (~torch.isfinite(res) | (since_best[active] >= STALL_PATIENCE) | (it == max_iter))
         failed[active[bad]] = True
         keep = ~(done | bad)
-        y[active[keep]] = g[keep]
+        if it >= start:
+            hist_g.append(g)
+            hist_f.append(f)
+            hist_g, hist_f = hist_g[-(ANDERSON_MEMORY + 1) :], hist_f[-(ANDERSON_MEMORY + 1) :]
+            step = _anderson(hist_g, hist_f) if len(hist_g) > 1 else g
+        else:
+            step = g
+        y[active[keep]] = step[keep]
         active = active[keep]
+        hist_g, hist_f = [h[keep] for h in hist_g], [h[keep] for h in hist_f]
         if len(active) == 0:
             break
     y[failed] = float("nan")
@@ -185,6 +210,23 @@ def invert_step(
     return y.reshape(y_next.shape), failed, report
 
 
+def _anderson(hist_g: list[torch.Tensor], hist_f: list[torch.Tensor]) -> torch.Tensor:
+    """Type-II Anderson step per row: `g_m − ΔG γ` with `γ = argmin |f_m − ΔF γ|` over the history's
+    differences (a batched least-squares solve; `(n, D)` tensors, oldest first). A non-finite solve (a
+    degenerate history) falls back to the plain iterate."""
+    g_m, f_m = hist_g[-1].double(), hist_f[-1].double()
+    d_g = torch.stack([b - a for a, b in zip(hist_g[:-1], hist_g[1:], strict=True)], dim=2).double()
+    d_f = torch.stack([b - a for a, b in zip(hist_f[:-1], hist_f[1:], strict=True)], dim=2).double()
+    # ridge-regularised normal equations, scaled to the differences: stable when the history is near collinear
+    gram = d_f.transpose(1, 2) @ d_f
+    scale = gram.diagonal(dim1=1, dim2=2).amax(1).clamp_min(1e-300)[:, None, None]
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    gamma = torch.linalg.solve(gram + 1e-10 * scale * eye, d_f.transpose(1, 2) @ f_m[:, :, None])
+    out = g_m - (d_g @ gamma)[:, :, 0]
+    ok = torch.isfinite(out).all(1, keepdim=True)
+    return torch.where(ok, out, g_m).to(hist_g[-1].dtype)
+
+
 def invert_iter(
     model: DiffusionAdapter,
     x: torch.Tensor,
@@ -193,6 +235,7 @@ def invert_iter(
     max_iter: int = 100,
     batch_size: int | None = None,
     on_failure: str = "raise",
+    solver: str = "auto",
 ) -> Generator[Progress, None, Inversion]:
     """Invert data `x` through the K-step Euler sampler, last step first (docs/method.md §4.1).
 
@@ -222,7 +265,9 @@ def invert_iter(
             if len(y) == 0:  # every row of this batch failed at an earlier step
                 break
             with torch.inference_mode():
-                y, bad, rep = invert_step(model, y, timesteps[k].to(device), sigmas[k], sigmas[k + 1], k, tol, max_iter)
+                y, bad, rep = invert_step(
+                    model, y, timesteps[k].to(device), sigmas[k], sigmas[k + 1], k, tol, max_iter, solver
+                )
             if rep.failed and on_failure == "raise":
                 raise _step_error(rep, len(x))
             reports[k].append(rep)

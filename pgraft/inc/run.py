@@ -155,7 +155,10 @@ def _correct_at(
     stage = f"inverting {len(data)} real samples"
     try:
         inversion: Inversion = yield from relay(
-            invert_iter(model, data, k, tol, max_iter, on_failure=config.on_failure), should_stop, stage=stage, K=k
+            invert_iter(model, data, k, tol, max_iter, on_failure=config.on_failure, solver=config.solver),
+            should_stop,
+            stage=stage,
+            K=k,
         )
     except InversionError as exc:
         if config.on_failure == "raise":
