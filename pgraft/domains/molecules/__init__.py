@@ -18,10 +18,13 @@ from pgraft.domains.molecules.rewards import REWARDS, SAMPLE_VIEW
 NAME = "molecules"
 
 
-def _load(device: str = "cpu") -> Any:
-    from pgraft.domains.molecules.model import load_molecules_model
+def _load(name: str, temperature: float) -> Any:
+    def load(device: str = "cpu") -> Any:
+        from pgraft.domains.molecules.model import load_molecules_model
 
-    return load_molecules_model(device)
+        return load_molecules_model(device, temperature, name)
+
+    return load
 
 
 def _evaluator(*args: Any, **kwargs: Any) -> Any:
@@ -52,12 +55,12 @@ PRESETS = (
     ),
     Preset(
         "Why de-duplication matters: one molecule fills the top-K",
-        "Reward = similarity to aspirin; the few candidates close to it are sampled again and again once the model "
-        "concentrates. Plain top-K lets one molecule take many of the K slots and fine-tuning copies it further "
-        "(distinct_accepted_frac and uniqueness fall); switch the rule to dedup-top-k and every slot is a "
-        "different molecule.",
+        "A low-entropy model (the molecules model at temperature 0.5) repeats its favourite molecules. Reward = "
+        "similarity to aspirin. Plain top-K lets one molecule take many of the K slots and fine-tuning copies it "
+        "further: distinct_accepted_frac and uniqueness fall round by round. Switch the rule to dedup-top-k: "
+        "every slot is a different molecule and uniqueness holds.",
         dict(
-            model="molecules",
+            model="molecules-narrow",
             reward="similarity",
             reward_args="target=CC(=O)Oc1ccccc1C(=O)O",
             method="graft",
@@ -74,11 +77,17 @@ DOMAIN = Domain(
     description="QM9 molecules as SELFIES strings, masked discrete diffusion, RDKit rewards (QED, SA, logP, ...)",
     models={
         NAME: ModelSpec(
-            _load,
+            _load(NAME, 1.0),
             NAME,
             "QM9 SELFIES, masked (absorbing) discrete diffusion transformer (see its card)",
             kind="masked",
-        )
+        ),
+        "molecules-narrow": ModelSpec(
+            _load("molecules-narrow", 0.5),
+            NAME,
+            "the molecules model sampled at temperature 0.5: a low-entropy model that repeats molecules",
+            kind="masked",
+        ),
     },
     rewards=REWARDS,
     default_reward="qed",

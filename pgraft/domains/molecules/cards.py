@@ -27,7 +27,9 @@ def card_text(record: dict[str, Any], stats: dict[str, float], baseline: dict[st
     return f"""# molecules: masked (absorbing) discrete diffusion over QM9 SELFIES
 
 Weights: `molecules.safetensors` (safetensors; the network config, the training record and this evaluation are
-in its metadata). Rebuild: `pgraft pretrain molecules --steps {record["steps"]} --seed {record["seed"]}`.
+in its metadata). Rebuild with {record["threads"]} thread(s) (another thread count changes float rounding):
+`OMP_NUM_THREADS={record["threads"]} pgraft pretrain molecules --steps {record["steps"]} --seed {record["seed"]} \
+--eval-samples {samples}`.
 
 - Data: QM9 from the `qm9pack` wheel's CSV files, 130,831 molecules, canonical SMILES, kekulised SELFIES of
   length 21 over 29 tokens (`[nop]` pads); training split 125,831, 5,000 held out.

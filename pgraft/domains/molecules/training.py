@@ -167,12 +167,13 @@ def train(
 
 
 def pretrain(out: Path | None, steps: int | None, seed: int, options: dict[str, Any]) -> Path:
-    """`pgraft pretrain molecules`: train, evaluate on 2,000 samples, write the weights and the card."""
+    """`pgraft pretrain molecules`: train, evaluate on `--eval-samples` samples (the card: 2,000), write the
+    weights and the card. Evaluations during training draw their own seeded noise and leave the weights alone."""
     from pgraft.domains.molecules.cards import write_card
 
     size = str(options.get("size") or "default")
     samples = int(options.get("eval_samples") or EVAL_SAMPLES)
-    model, record = train(steps or DEFAULT_STEPS, seed, size, log=print)
+    model, record = train(steps or DEFAULT_STEPS, seed, size, log=print, eval_every=2000, eval_samples=500)
     stats = evaluate(model, samples)
     baseline = marginal_baseline(samples)
     path = Path(out) if out is not None else weights_path("molecules")
