@@ -78,7 +78,7 @@ def test_advantages_are_standardised_per_prompt_and_clipped():
 
 
 def test_ddpo_raises_the_reward_on_the_toy_and_its_budget_columns_add_up():
-    cfg = RunConfig(**SMALL, method="ddpo", rounds=2, lr=1e-3, ddpo_clip_range=0.2)
+    cfg = RunConfig(**SMALL, method="ddpo", rounds=2, ddpo_lr=1e-3, ddpo_clip_range=0.2)
     metrics = [r.metrics for r in run_to_end(RoundRunner(cfg))]
     rewards = [m["reward_mean"] for m in metrics]
     assert rewards[2] > rewards[0] + 1.0, rewards
@@ -116,3 +116,16 @@ def test_best_of_n_sampling_delivers_graft_s_exact_best_of_n_target():
         assert r.metrics["target_reward"] == pytest.approx(chain.expected_reward(1))
     assert results[1].metrics["nfe_train_forward"] == 0
     assert results[1].metrics["reward_mean"] == pytest.approx(results[0].metrics["reward_mean"], abs=0.1)
+
+
+def test_no_seeds_call_no_network(toy, monkeypatch):
+    """A round with no preview (`--preview 0`) samples nothing for it: the digits UNet refuses an empty batch,
+    and DDPO's preview once crashed on it."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was called for no samples")
+
+    monkeypatch.setattr(type(toy), "__call__", refuse)
+    empty = torch.zeros(0, dtype=torch.long)
+    assert sample(toy, empty, 10, eta=1.0).samples.shape == (0, 2)
+    assert drain(rollout_iter(toy, empty, 10, 1.0)).states.shape == (0, 11, 2)

@@ -98,7 +98,7 @@ def rollout_iter(
     std_seen = torch.zeros(k_steps, dtype=torch.float64)
     device = model.device
     batch_size = batch_size or model.sampling_batch_size
-    n_batches = max(1, -(-n // batch_size))
+    n_batches = -(-n // batch_size)  # none for no seeds (a network may refuse an empty batch)
     for b in range(n_batches):
         lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
         noise = seeded_noise(seeds[lo:hi], model.sample_shape, 1 + k_steps).to(device)

@@ -107,7 +107,7 @@ def sample_iter(
     samples = torch.empty(n, *base.sample_shape)
     x_cut = torch.empty(n, *base.sample_shape) if use_cut else None
     batch_size = batch_size or base.sampling_batch_size
-    n_batches = max(1, -(-n // batch_size))
+    n_batches = -(-n // batch_size)  # none for no seeds (a network may refuse an empty batch)
     for b in range(n_batches):
         lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
         noise = seeded_noise(seeds[lo:hi], base.sample_shape, 1 + (num_steps if stochastic else 0)).to(device)

@@ -224,6 +224,11 @@ class RunConfig:
     ddpo_inner_epochs: int = _help("ddpo: PPO epochs over each round's samples", default=1)
     ddpo_batch_size: int | None = _help("ddpo: samples per minibatch (default: --batch-size)", default=None)
     ddpo_accumulation: int = _help("ddpo: minibatches accumulated per optimizer step", default=1)
+    ddpo_lr: float = _help(
+        "ddpo: learning rate (DDPO's 3e-4; --lr is the supervised fine-tuning's: Adam's first policy step moves "
+        "every weight by about the learning rate, and the digits' 2e-3 breaks the UNet in one step)",
+        default=3e-4,
+    )
 
     def __post_init__(self) -> None:
         check_types(self)

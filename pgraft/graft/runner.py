@@ -201,7 +201,7 @@ class RoundRunner:
         options = DDPOOptions(
             clip_range=cfg.ddpo_clip_range, adv_clip=cfg.ddpo_adv_clip, timestep_fraction=cfg.ddpo_timestep_fraction,
             inner_epochs=cfg.ddpo_inner_epochs, batch_size=cfg.ddpo_batch_size or cfg.batch_size,
-            accumulation=cfg.ddpo_accumulation, lr=cfg.lr,
+            accumulation=cfg.ddpo_accumulation, lr=cfg.ddpo_lr,
         )  # fmt: skip
         gen = ddpo_iter(model, self._rollout, self._advantages, options, seed=cfg.seed * 7919 + r)
         stats = yield from relay(gen, self.should_stop, round=r)

@@ -64,6 +64,7 @@ _NUMBERS = (
     "ddpo_clip_range",
     "ddpo_adv_clip",
     "ddpo_timestep_fraction",
+    "ddpo_lr",
 )
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 MAX_PROMPTS = 10_000
@@ -122,6 +123,7 @@ def check_values(config: Any) -> None:
             ("ddpo_inner_epochs", 1 <= c.ddpo_inner_epochs <= 1000, "an integer in 1..1000"),
             ("ddpo_batch_size", c.ddpo_batch_size is None or c.ddpo_batch_size >= 1, "an integer >= 1"),
             ("ddpo_accumulation", 1 <= c.ddpo_accumulation <= 10_000, "an integer in 1..10000"),
+            ("ddpo_lr", 0 < c.ddpo_lr < 1, "a number in (0, 1)"),
         ):
             if not ok:
                 raise _bad(name, getattr(c, name), f"it must be {allowed}")
