@@ -38,6 +38,7 @@ from pgraft.core.acceptance import RULE_PARAMS, RULES
 from pgraft.core.events import Cancelled, Finished, Progress
 from pgraft.graft.config import RunConfig
 from pgraft.graft.runner import RoundResult, RoundRunner
+from pgraft.graft.setup import build_setup
 from pgraft.graft.storage import check_out
 from pgraft.registry import domain_of, get_model_spec
 from pgraft.studies.sweep import BUDGET_COLUMNS, Recommendation, recommend, run_row
@@ -48,6 +49,9 @@ SEARCHABLE = ("rule", *NUMERIC)
 INTEGER = ("samples", "finetune_steps", "lora_rank", "n", "k")
 DEFAULT_RULES = ("best-of-n", "quantile")
 PARTS = ("sampling", "scoring", "finetune", "acceptance", "metrics")
+FAILED_IN_A_ROW = 5
+"""Trials failing one after another that end the study (a config every trial inherits that cannot run, e.g.
+a preview above every searched sample count, would otherwise fail new trials for ever)."""
 
 
 def flag(name: str) -> str:
@@ -326,17 +330,25 @@ def _value(row: dict[str, Any], spec: ScoutSpec, directions: int) -> Any:
 
 
 def run_trial(
-    trial: Any, base: RunConfig, space: SearchSpace, spec: ScoutSpec, out: Path, should_stop: Callable[[], bool]
+    trial: Any,
+    base: RunConfig,
+    space: SearchSpace,
+    spec: ScoutSpec,
+    out: Path,
+    should_stop: Callable[[], bool],
+    base_for: Callable[[RunConfig], Any] | None = None,
 ) -> Generator[Progress, None, Any]:
     """One trial: its run in `OUT/trials/trial_NNNNN`, each round reported (and pruned) when the objective is
-    one number; the row goes to the trial's user attributes, from which `trials.csv` is made."""
+    one number; the row goes to the trial's user attributes, from which `trials.csv` is made. `base_for`: the
+    base model of a trial's config, already loaded (the app's cache), instead of loading it for every trial."""
     import optuna
 
     config = trial_config(base, space.suggest(trial, base))
     folder = Path(out) / "trials" / f"trial_{trial.number:05d}"
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("folder", str(folder))
-    runner = RoundRunner(config, out=folder, mode="new", should_stop=should_stop, allow_import=True)
+    setup = build_setup(config, allow_import=True, base=base_for(config)) if base_for is not None else None
+    runner = RoundRunner(config, out=folder, mode="new", should_stop=should_stop, allow_import=True, setup=setup)
     single = len(trial.study.directions) == 1
     results: list[RoundResult] = []
     steps: dict[int, int] = {}
@@ -409,13 +421,14 @@ def _drive(
     out: Path,
     stop: Callable[[], bool],
     quota: int | None = None,
+    base_for: Callable[[RunConfig], Any] | None = None,
 ) -> Generator[ScoutEvent, None, None]:
     """Ask-and-tell until the study holds `spec.trials` trials that did not fail, or (a worker) for `quota`
     trials: the parent splits the remaining count, so that racing workers never overshoot it."""
     import optuna
     from optuna.trial import TrialState
 
-    asked = 0
+    asked = failed = 0
     while True:
         states = [t.state for t in study.get_trials(deepcopy=False)]
         done = asked >= quota if quota is not None else sum(s != TrialState.FAIL for s in states) >= spec.trials
@@ -424,7 +437,7 @@ def _drive(
         asked += 1
         trial = study.ask()
         try:
-            value = yield from run_trial(trial, base, space, spec, out, stop)
+            value = yield from run_trial(trial, base, space, spec, out, stop, base_for)
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
             continue
@@ -436,7 +449,13 @@ def _drive(
             study.tell(trial, state=TrialState.FAIL)
             if isinstance(exc, ValueError) and str(exc).startswith("--search"):
                 raise
+            failed += 1
+            if failed >= FAILED_IN_A_ROW:
+                raise ValueError(
+                    f"--trials: {failed} trials in a row failed, the last with {type(exc).__name__}: {exc}"
+                ) from exc
             continue
+        failed = 0
         study.tell(trial, value)
         yield TrialDone(trial_row(study.trials[trial.number]))
 
@@ -448,9 +467,11 @@ def scout_iter(
     out: Path,
     resume: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    base_for: Callable[[RunConfig], Any] | None = None,
 ) -> Generator[ScoutEvent, None, None]:
     """The study: trials (in this process, or in `spec.workers` processes sharing the storage), then the
-    files. Yields each finished trial's row as it lands."""
+    files. Yields each finished trial's row as it lands. `base_for(config)`: the loaded base model of a
+    trial (one process only; workers load their own)."""
     check_out(out)
     stop = should_stop or (lambda: False)
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -458,7 +479,7 @@ def scout_iter(
     if resume and spec.storage is None:
         _fail_stale(study)
     if spec.workers == 1:
-        for ev in _drive(study, base, space, spec, Path(out), stop):
+        for ev in _drive(study, base, space, spec, Path(out), stop, base_for=base_for):
             yield ev
             if stop():
                 break
