@@ -35,6 +35,7 @@ CACHE_SWEEP_S, CACHE_AGE_S = 1800, 3600  # Gradio's file cache: swept every 30 m
 ROUNDS_TAB_ID = "rounds"
 OPTIONAL_TABS = (
     ("pgraft.ui.bias_variance_tab", "Bias–variance", "bias-variance"),
+    ("pgraft.ui.scout_tab", "Scout", "scout"),
     ("pgraft.ui.inc_tab", "Inverse noise correction", "inc"),
 )
 HEADER = """
@@ -162,6 +163,8 @@ def build_demo(
                 rounds_tab_id=ROUNDS_TAB_ID,
                 sessions=sessions,
                 limits=limits,
+                rounds_config=handlers.config,
+                rounds_base=models.get_for,
             )
             for module, label, tab_id in OPTIONAL_TABS:
                 if importlib.util.find_spec(module) is not None:

@@ -352,18 +352,19 @@ def use_recommended(
     return gr.update(value=value), gr.update(value="pgraft"), gr.Tabs(selected=rounds_tab_id)
 
 
-def studied(model: str, dataset: str, reward: str, reward_args: str, prompts: Any) -> str:
-    """What the study will study: exactly the Rounds tab's model, data set, reward, its arguments and prompts."""
+def studied(model: str, dataset: str, reward: str, reward_args: str, prompts: Any, verb: str = "Studies") -> str:
+    """What the study will study: exactly the Rounds tab's model, data set, reward, its arguments and prompts
+    (`verb`: how the tab says it, e.g. "Scouts")."""
     if model not in MODELS:
-        return f"Studies the Rounds tab's model {model!r}, which is not a registered model."
+        return f"{verb} the Rounds tab's model {model!r}, which is not a registered model."
     spec = get_model_spec(model)
-    parts = [f"**Studies:** model `{model}`"]
+    parts = [f"**{verb}:** model `{model}`"]
     if "dataset" in spec.options:
         parts.append(f"data set `{dataset}`")
     try:
         args = parse_reward_args(reward, reward_args, model)
     except ValueError as exc:
-        return f"**Studies:** model `{model}`, reward `{reward}` — its arguments are invalid: {exc}"
+        return f"**{verb}:** model `{model}`, reward `{reward}` — its arguments are invalid: {exc}"
     shown = ", ".join(f"{k}={v}" for k, v in args.items())
     parts.append(f"reward `{reward}`" + (f" with `{shown}`" if shown else " (no arguments)"))
     if spec.conditional:

@@ -47,3 +47,9 @@ class TabContext:
     """The Rounds tab's reward-arguments textbox (`key=value, ...`)."""
     rounds_controls: Any = None
     """The Rounds tab's controls by `Controls` name (a dict), for a tab that sets several of them at once."""
+    rounds_config: Any = None
+    """The Rounds tab's validation, `config(controls: Controls, limited: bool) -> RunConfig` (`gr.Error` naming the
+    setting): a tab whose runs are Rounds-tab runs validates them as its Run does."""
+    rounds_base: Any = None
+    """The app's base-model cache, `BaseModels.get_for(config)`: a tab that runs many short runs loads the model
+    once (None: each run loads its own)."""

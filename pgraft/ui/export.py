@@ -86,13 +86,20 @@ def launch_commands(processes: int = 2, config: RunConfig | None = None) -> str:
         f"accelerate launch --multi_gpu --num_processes {processes} -m pgraft run --config config.yaml --out {OUT}\n"
         f"# {CPU_NOTE}"
     )
+    note = reward_module_note(config)
+    return text + (f"\n# {note}" if note else "")
+
+
+def reward_module_note(config: RunConfig | None) -> str | None:
+    """A note when the config's reward was added by a module given to the app with `--rewards`, which the
+    command line does not load (None otherwise)."""
     module = _outside_module(config)
-    if module is not None and config is not None:
-        text += (
-            f"\n# The reward {config.reward!r} comes from the module {module!r} the app was given (--rewards): "
-            "the command line registers only pgraft's rewards and installed domains."
-        )
-    return text
+    if module is None or config is None:
+        return None
+    return (
+        f"The reward {config.reward!r} comes from the module {module!r} the app was given (--rewards): "
+        "the command line registers only pgraft's rewards and installed domains."
+    )
 
 
 def _outside_module(config: RunConfig | None) -> str | None:

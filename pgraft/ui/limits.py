@@ -35,6 +35,8 @@ class Limits:
     correction_train_steps: int = 10000
     correction_runs: int = 12
     """Base step counts × correction step counts of one inverse-noise-correction request."""
+    trials: int = 32
+    """Trials of one scout (each also within the budgets above: the top of every searched range)."""
 
     def check(self, name: str, value: Any, flag: str | None = None) -> None:
         """Refuse `value` above the limit `name`, naming the setting (`flag`, default the limit's name)."""

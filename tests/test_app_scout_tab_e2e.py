@@ -1,0 +1,82 @@
+"""Issue 15 in a real browser (Chromium via Playwright, `pytest -m e2e`): a 2-trial scout on the toy streams its
+trials into the table and the Pareto plot, "Use this trial" switches to the Rounds tab with the trial's
+settings, and "Export full run" shows the accelerate command. A screenshot is left in the test's folder."""
+
+import shutil
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ERRORS = "() => [...document.querySelectorAll('.toast-body')].map(t => t.innerText).filter(t => /Error/.test(t))"
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    pytest.importorskip("optuna")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from pgraft.ui.app import build_demo, launch
+
+    demo = build_demo(device="cpu", sessions_root=tmp_path_factory.mktemp("sessions"), warm=False)
+    launch(demo, prevent_thread_lock=True, quiet=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(demo.local_url)
+        page.wait_for_selector("#reshaping .js-plotly-plot", timeout=120_000)  # the load events have settled
+        yield page
+        browser.close()
+    demo.close()
+
+
+def _type(page, elem_id: str, text: str) -> None:
+    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    box.fill(text)
+    box.press("Tab")
+
+
+def test_a_two_trial_scout_fills_the_table_and_the_plot(page, tmp_path):
+    page.locator("#rounds input[type=number]").fill("1")  # the trials' base is the Rounds tab: one round each
+    page.locator("#rounds input[type=number]").press("Enter")
+    page.get_by_role("tab", name="Scout").click()
+    assert "model toy2d" in page.locator("#scout-studies").inner_text()
+    _type(page, "scout-trials", "2")
+    _type(page, "scout-range-samples", "256:512:256")  # the preview is 256
+    _type(page, "scout-range-finetune-steps", "10:20")
+    page.click("#scout-run")
+    page.wait_for_function("() => /Done/.test(document.querySelector('#scout-status').innerText)", timeout=300_000)
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(tmp_path / "scout.png"), full_page=True)
+    assert page.evaluate(ERRORS) == []
+    assert "Recommended: trial" in page.locator("#scout-status").inner_text()
+    table = page.locator("#scout-table").inner_text()
+    assert "final_reward" in table and table.count("graft") == 2, table  # one row per trial (method graft or pgraft)
+    assert page.locator("#scout-plot .scatterlayer .point").count() >= 2  # one point per trial, and the ring
+    assert "realism loss" in page.locator("#scout-plot").inner_text()
+
+    page.click("#scout-export")
+    page.wait_for_function(
+        "() => /accelerate launch --multi_gpu/.test(document.querySelector('#scout-commands').innerText)",
+        timeout=30_000,
+    )
+    assert "predicted_s" in page.locator("#scout-cost").inner_text()  # on 1 and 8 devices
+    page.screenshot(path=str(tmp_path / "scout_export.png"), full_page=True)
+
+    page.click("#scout-use")
+    page.wait_for_selector("#run", state="visible", timeout=30_000)  # switched to the Rounds tab
+    page.wait_for_timeout(500)
+    assert page.evaluate(ERRORS) == []
+    assert (tmp_path / "scout.png").stat().st_size > 50_000
