@@ -98,6 +98,7 @@ def test_export_full_run_gives_the_config_its_accelerate_command_and_the_cost(st
     assert "accelerate launch --multi_gpu --num_processes 8 -m pgraft run --config full_run.yaml" in commands
     assert "#   accelerate launch" in text and "pgraft run --config full_run.yaml" in text
     assert str(store.root) not in text + commands  # no server folder in what the page shows
+    assert "device:" not in text and "beta:" not in text  # what applies, as the Rounds tab's Export
     assert list(cost["devices"]) == [1, 8] and (cost["predicted_s"] > 0).all()
     assert cost["predicted_s"].iloc[1] < cost["predicted_s"].iloc[0]
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+import yaml
 
 from pgraft.core.acceptance import RULES
 from pgraft.core.events import Progress
@@ -45,7 +46,7 @@ from pgraft.studies.scout import (
 )
 from pgraft.ui.bias_variance_tab import parse_max_loss
 from pgraft.ui.controls import RULE_PARAM, Controls, domain_defaults
-from pgraft.ui.export import CPU_NOTE, reward_module_note
+from pgraft.ui.export import CPU_NOTE, export_yaml, reward_module_note
 from pgraft.ui.limits import Limits
 from pgraft.ui.sessions import Busy, SessionStore
 
@@ -350,7 +351,8 @@ def _export(ev: ScoutFinished, spec: ScoutSpec) -> dict[str, Any]:
     the server's folder), the commands, and the cost table."""
     commands = full_run_commands(Path("."), spec.devices)
     config = RunConfig.from_dict(ev.best["config"]) if ev.best else None
-    body = "".join(line for line in ev.files["full_run"].read_text().splitlines(True) if not line.startswith("#"))
+    # As the Rounds tab's Export: every setting that applies, the device left to the machine of the full run.
+    body = export_yaml(RunConfig.from_dict(yaml.safe_load(ev.files["full_run"].read_text())))
     header = f"# trial {ev.best['trial'] if ev.best else '?'} of the app's scout, budget x{spec.scale:g}; run it with\n"
     text = header + "".join(f"#   {c}\n" for c in commands) + body
     note = reward_module_note(config)
