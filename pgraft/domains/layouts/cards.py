@@ -38,6 +38,7 @@ def model_card(model: DiffusionModel, quality: dict[str, Any], command: str) -> 
         f"- training time: {info['train_seconds']} s {describe_machine(info)}",
         f"- final training loss (mean of the last tenth of the steps): {info['final_loss']}",
         f"- reproduce: `{command}`",
+        *([f"- note: {info['note']}"] if "note" in info else []),
         "",
         f"## Quality: {quality['samples']} samples, {quality['num_inference_steps']} DDIM steps, against "
         f"{quality['samples']} held-out pages",
