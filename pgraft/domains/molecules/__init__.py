@@ -18,7 +18,7 @@ from pgraft.domains.molecules.rewards import REWARDS, SAMPLE_VIEW
 NAME = "molecules"
 
 
-def _load(name: str, temperature: float) -> Any:
+def _load(name: str, temperature: float | None) -> Any:
     def load(device: str = "cpu") -> Any:
         from pgraft.domains.molecules.model import load_molecules_model
 
@@ -62,7 +62,7 @@ PRESETS = (
         dict(
             model="molecules-narrow",
             reward="similarity",
-            reward_args="target=CC(=O)Oc1ccccc1C(=O)O",
+            reward_args="",
             method="graft",
             rule="top-k",
             k=100,
@@ -77,9 +77,9 @@ DOMAIN = Domain(
     description="QM9 molecules as SELFIES strings, masked discrete diffusion, RDKit rewards (QED, SA, logP, ...)",
     models={
         NAME: ModelSpec(
-            _load(NAME, 1.0),
+            _load(NAME, None),
             NAME,
-            "QM9 SELFIES, masked (absorbing) discrete diffusion transformer (see its card)",
+            "QM9 SELFIES, masked (absorbing) discrete diffusion transformer, sampled at temperature 0.8 (see its card)",
             kind="masked",
         ),
         "molecules-narrow": ModelSpec(

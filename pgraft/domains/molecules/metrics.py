@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pgraft.domains.molecules import rewards as R
+import pgraft.domains.molecules.rewards as R
 
 GRID_MOLECULES = 12
 GRID_PER_ROW = 6

@@ -19,7 +19,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from pgraft.domains.molecules import data as D
+import pgraft.domains.molecules.data as D
 from pgraft.domains.molecules.model import (
     NUM_TRAIN_TIMESTEPS,
     MaskedDiffusionModel,
@@ -37,6 +37,8 @@ LR = 1.5e-3
 EVAL_SAMPLES = 2000
 EVAL_STREAM = 77
 EVAL_STEPS = 50
+SAMPLING_TEMPERATURE = 0.8
+"""The shipped model's sampling temperature: in-QM9 0.33 at 1 and 0.48 at 0.8, uniqueness 0.99 and 0.98 (card)."""
 
 
 def sample_smiles(model: Any, n: int, seed: int = 0, stream: int = EVAL_STREAM, steps: int = EVAL_STEPS) -> list[str]:
@@ -174,11 +176,13 @@ def pretrain(out: Path | None, steps: int | None, seed: int, options: dict[str, 
     size = str(options.get("size") or "default")
     samples = int(options.get("eval_samples") or EVAL_SAMPLES)
     model, record = train(steps or DEFAULT_STEPS, seed, size, log=print, eval_every=2000, eval_samples=500)
+    untempered = evaluate(model, samples)
+    model.temperature = SAMPLING_TEMPERATURE
     stats = evaluate(model, samples)
     baseline = marginal_baseline(samples)
     path = Path(out) if out is not None else weights_path("molecules")
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.info.update(evaluation=stats, baseline=baseline)
-    model.save(path, {"training": record, "evaluation": stats, "baseline": baseline})
-    write_card(path.with_suffix(".md"), record, stats, baseline, samples)
+    extra = {"training": record, "evaluation": stats, "evaluation_t1": untempered, "baseline": baseline}
+    model.save(path, {**extra, "sampling_temperature": SAMPLING_TEMPERATURE})
+    write_card(path.with_suffix(".md"), record, stats, baseline, samples, untempered, SAMPLING_TEMPERATURE)
     return path
