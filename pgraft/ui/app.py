@@ -21,6 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 
 from pgraft.core.devices import resolve_device
+from pgraft.registry import load_reward_modules
 from pgraft.ui.context import TabContext
 from pgraft.ui.controls import Controls
 from pgraft.ui.limits import Limits
@@ -212,32 +213,6 @@ def method_notes() -> str:
     except OSError:
         text = "The method notes (`docs/method.md`) are not installed with this copy of pgraft."
     return f"{text}\n\n---\nThe paper: {PAPER} (online)."
-
-
-def load_reward_modules(names: tuple[str, ...] | list[str]) -> list[str]:
-    """Import each module (given by the operator at launch: trusted code, run on the server) and register its
-    rewards: a module either calls `pgraft.registry.register_reward` when imported, or defines
-    `REWARDS = {name: RewardSpec}`. Returns the names of the rewards it added (`ValueError` naming
-    `--rewards` when a module cannot be imported or adds nothing)."""
-    from pgraft.registry import REWARDS, register_reward
-
-    added: list[str] = []
-    for name in names:
-        before = set(REWARDS)
-        try:
-            module = importlib.import_module(name)
-        except Exception as exc:  # any import failure, reported with the module's name
-            raise ValueError(f"--rewards: cannot import {name!r}: {type(exc).__name__}: {exc}") from None
-        for reward, spec in dict(getattr(module, "REWARDS", {}) or {}).items():
-            register_reward(str(reward), spec)
-        new = sorted(set(REWARDS) - before) or [r for r in getattr(module, "REWARDS", {}) or {}]
-        if not new:
-            raise ValueError(
-                f"--rewards: module {name!r} registered no reward; define REWARDS = {{name: RewardSpec(...)}} "
-                "or call pgraft.registry.register_reward when it is imported"
-            )
-        added += new
-    return added
 
 
 def launch(
