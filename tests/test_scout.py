@@ -80,7 +80,7 @@ def test_the_pareto_front_keeps_the_undominated():
 
 
 def test_a_study_beats_a_bad_fixed_cutoff_and_best_yaml_reruns_its_trial_exactly(tmp_path):
-    fixed = {**CHEAP, "rule": "best-of-n", "n": 4}
+    fixed = {**CHEAP, "rule": "best-of-n", "n": 4, "device": "cpu"}
     end = _scout(tmp_path / "s", 5, fixed, ["cutoff=0:0.8:0.2"], objective="reward")
     assert isinstance(end, ScoutFinished) and end.best is not None
     table = pd.read_csv(tmp_path / "s" / "trials.csv")
@@ -95,7 +95,7 @@ def test_a_study_beats_a_bad_fixed_cutoff_and_best_yaml_reruns_its_trial_exactly
     for name in ("pareto.html", "full_run.yaml", "study.db", "cost.csv"):
         assert (tmp_path / "s" / name).is_file()
     full = RunConfig.from_yaml(tmp_path / "s" / "full_run.yaml")
-    assert full.samples == 4 * 256 and full.finetune_steps == 4 * 40
+    assert full.samples == 4 * 256 and full.finetune_steps == 4 * 40 and full.device == "auto"
     command = "accelerate launch --multi_gpu --num_processes 8 -m pgraft run"
     assert command in (tmp_path / "s" / "full_run.yaml").read_text()
 

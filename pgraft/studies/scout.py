@@ -619,6 +619,7 @@ def _full_config(best: dict[str, Any], spec: ScoutSpec) -> RunConfig:
     if config.rule == "best-of-n" and config.n:
         samples = max(config.n, samples - samples % config.n)
     changes: dict[str, Any] = {"samples": samples, "finetune_steps": max(1, round(config.finetune_steps * spec.scale))}
+    changes["device"] = RunConfig.device  # the full run picks its own device (a CPU scout exports a GPU run)
     if config.rule in ("top-k", "dedup-top-k") and config.k:
         changes["k"] = max(1, round(config.k * spec.scale))
     return config.replace(**changes)
