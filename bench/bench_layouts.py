@@ -71,14 +71,14 @@ def main() -> None:
     model = load_model("layouts")
     net = model.network
     print(f"\n2. sampling {args.samples} pages x {args.steps} DDIM steps (median of {args.repeats})")
-    print(f"{'attention':<28}{'grad mode':<18}{'seconds':>10}{'pages/s':>10}")
+    print(f"{'attention':<30}{'grad mode':<18}{'seconds':>10}{'pages/s':>10}")
     for fused in (True, False):
         for name, context in (("inference_mode", torch.inference_mode), ("no_grad", torch.no_grad)):
             net.fused = fused
             times = [sample_loop(model, args.samples, args.steps, context) for _ in range(args.repeats)]
             seconds = statistics.median(times)
             label = "scaled_dot_product_attention" if fused else "explicit softmax"
-            print(f"{label:<28}{name:<18}{seconds:>10.2f}{args.samples / seconds:>10.0f}")
+            print(f"{label:<30}{name:<18}{seconds:>10.2f}{args.samples / seconds:>10.0f}")
     net.fused = True
 
 

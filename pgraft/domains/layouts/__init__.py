@@ -65,8 +65,9 @@ PRESETS = (
     Preset(
         "Reward hacking: overlap drops elements",
         "Reward = minus the overlap of the boxes. The reward rises, but watch 'elements' per page: pages with "
-        "fewer boxes overlap less, so the model learns to drop elements. The 'aesthetic' reward, which charges "
-        "for every element away from the data's count, is the fix.",
+        "fewer boxes overlap less, so the model learns to drop elements (measured: 9.6 -> 6.5 in one round, "
+        "Fréchet 0.5 -> 18). The 'aesthetic' reward charges for every element away from the data's count: it "
+        "drops far fewer (9.6 -> 8.3); raise its count_penalty to hold the count.",
         dict(
             model="layouts", reward="overlap", reward_args="", method="graft", rule="quantile", quantile=0.75, rounds=2
         ),
@@ -74,12 +75,14 @@ PRESETS = (
     Preset(
         "Title at the top",
         "A hard constraint: reward 1 when the topmost element is a title (half the synthetic pages), threshold "
-        "1 accepts exactly those. One round lifts it with the element count and class mix held.",
+        "1 accepts exactly those. One P-GRAFT round (cutoff 0.2) lifts it 0.55 -> 1.0 with the element count "
+        "held (9.6 -> 9.5); GRAFT gets there too but adds elements (10.9) and moves further from the data.",
         dict(
             model="layouts",
             reward="title-at-top",
             reward_args="",
-            method="graft",
+            method="pgraft",
+            cutoff=0.2,
             rule="threshold",
             threshold=1.0,
             rounds=1,
