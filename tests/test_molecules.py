@@ -274,7 +274,15 @@ def test_a_round_of_dedup_top_k_writes_candidates_and_the_grid(tmp_path):
             seed=0,
         )
         runner = RoundRunner(config, out=tmp_path / rule, setup=build_setup(config, base=base))
-        results[rule] = run_to_end(runner)[0]
+        rounds = run_to_end(runner)
+        results[rule] = rounds[0]
+    from pgraft.registry import get_domain
+
+    draw = get_domain("molecules").samples_figure
+    assert draw is not None
+    figure = draw(rounds[0], rounds[-1], runner.setup.evaluator)  # the app's before/after grids and histograms
+    assert [t.type for t in figure.data[:2]] == ["image", "image"]
+    assert figure.layout.shapes  # the acceptance cut on the reward histogram
     smiles = R.smiles_of(results["top-k"].samples)
     assert smiles.count(target) > 20  # the model repeats one molecule: it fills the top 20 on its own
     plain, dedup = (results[r] for r in ("top-k", "dedup-top-k"))
