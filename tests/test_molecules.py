@@ -295,3 +295,15 @@ def test_a_round_of_dedup_top_k_writes_candidates_and_the_grid(tmp_path):
     assert [r["smiles"] for r in rows] == smiles and sum(int(r["accepted"]) for r in rows) == 20
     assert all(r["dedup_key"] == r["smiles"] for r in rows)
     assert (folder / "preview.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_user_reward_receives_smiles_with_empty_strings_for_invalid(tmp_path, monkeypatch):
+    (tmp_path / "my_mol_reward.py").write_text(
+        "import torch\n\ndef length(smiles):\n    assert isinstance(smiles, list)\n"
+        "    return torch.tensor([float(len(s)) for s in smiles])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fn = make_reward("my_mol_reward:length", "molecules", allow_import=True)
+    rows = states(["CCO", "c1ccccc1"])
+    empty = state_of(torch.zeros(1, D.LENGTH, dtype=torch.long), len(D.VOCAB))  # all [nop]: invalid
+    assert fn(torch.cat([rows, empty])).tolist() == [3.0, 8.0, 0.0]
