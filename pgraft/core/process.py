@@ -69,8 +69,14 @@ class NoiseProcess(ABC):
         eta: float,
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
-        """`step` with one grid timestep per row (a batch of continuations at different depths)."""
-        raise NotImplementedError(f"{type(self).__name__} has no per-sample step")
+        """`step` with one grid timestep per row (a batch of continuations at different depths): the
+        `transition`'s `mean + std · noise` (the mean alone at η = 0), in the sample's dtype."""
+        mean, std = self.transition(scheduler, model_output, timesteps, x, eta)
+        if eta > 0:
+            if noise is None:
+                raise ValueError(f"{type(self).__name__}.step_per_sample: eta > 0 needs noise")
+            mean = mean + std * noise.to(mean.dtype)
+        return mean.to(x.dtype)
 
     def transition(
         self, scheduler: Any, model_output: torch.Tensor, timesteps: torch.Tensor, x: torch.Tensor, eta: float
@@ -256,17 +262,6 @@ class VPProcess(NoiseProcess):
     ) -> torch.Tensor:
         return scheduler.step(model_output, timestep, x, eta=eta, variance_noise=noise).prev_sample
 
-    def step_per_sample(
-        self,
-        scheduler: Any,
-        model_output: torch.Tensor,
-        timesteps: torch.Tensor,
-        x: torch.Tensor,
-        eta: float,
-        noise: torch.Tensor | None,
-    ) -> torch.Tensor:
-        return ddim_step_per_sample(scheduler, model_output, timesteps, x, eta, noise)
-
     def transition(
         self, scheduler: Any, model_output: torch.Tensor, timesteps: torch.Tensor, x: torch.Tensor, eta: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -371,24 +366,6 @@ class FlowProcess(NoiseProcess):
         if eta <= 0 or noise is None:
             return scheduler.step(model_output, timestep, x).prev_sample
         return self.step_per_sample(scheduler, model_output, torch.as_tensor(timestep).expand(len(x)), x, eta, noise)
-
-    def step_per_sample(
-        self,
-        scheduler: Any,
-        model_output: torch.Tensor,
-        timesteps: torch.Tensor,
-        x: torch.Tensor,
-        eta: float,
-        noise: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """The step of the class docstring with one grid timestep per row (its own σ and next σ)."""
-        if eta <= 0:
-            mean, _ = self.transition(scheduler, model_output, timesteps, x, 0.0)
-            return mean.to(x.dtype)
-        if noise is None:
-            raise ValueError("FlowProcess.step_per_sample: eta > 0 needs noise")
-        mean, std = self.transition(scheduler, model_output, timesteps, x, eta)
-        return (mean + std * noise.to(torch.float64)).to(x.dtype)
 
     def transition(
         self, scheduler: Any, model_output: torch.Tensor, timesteps: torch.Tensor, x: torch.Tensor, eta: float

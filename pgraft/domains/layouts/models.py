@@ -89,22 +89,6 @@ class X0Process(VPProcess):
         )
         return view, self.predicted_noise(output, x, timesteps)
 
-    def step_per_sample(
-        self,
-        scheduler: Any,
-        model_output: torch.Tensor,
-        timesteps: torch.Tensor,
-        x: torch.Tensor,
-        eta: float,
-        noise: torch.Tensor | None,
-    ) -> torch.Tensor:
-        mean, std = self.transition(scheduler, model_output, timesteps, x, eta)
-        if eta > 0:
-            if noise is None:
-                raise ValueError("step_per_sample: eta > 0 needs noise")
-            mean = mean + std * noise
-        return mean
-
     def transition(
         self, scheduler: Any, model_output: torch.Tensor, timesteps: torch.Tensor, x: torch.Tensor, eta: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
