@@ -231,7 +231,10 @@ def test_the_launcher_offers_a_reward_module_and_reopens_a_kept_run_after_a_rest
         page.click("#reopen")
         page.wait_for_function("() => /Reopened/.test(document.querySelector('#status').innerText)", timeout=60_000)
         page.wait_for_selector("#histogram .bars", timeout=60_000)  # drawn from the files, not recomputed
-        assert "e2e-diagonal" in page.locator("#run-list").inner_text()
+        # the run list is refreshed by the event chained after the reopen, so wait for it rather than read it once
+        page.wait_for_function(
+            "() => /e2e-diagonal/.test(document.querySelector('#run-list').innerText)", timeout=60_000
+        )
         page.close()
     finally:
         proc.terminate()
