@@ -81,9 +81,28 @@ def test_tiny_models_from_a_config_have_the_engine_signature():
 
 
 def test_registry_lists_the_digits_models():
-    for name in ("digits", "digits-prompted", "digits-flow"):
+    for name in ("digits", "digits-prompted", "digits-prompted-early", "digits-flow"):
         assert MODELS[name].domain == "digits"
     assert MODELS["digits-prompted"].conditional and not MODELS["digits"].conditional
+    assert MODELS["digits-prompted-early"].conditional and MODELS["digits-prompted-early"].default_reward
+
+
+def test_the_early_prompted_snapshot_is_a_weak_but_real_digits_model():
+    """`digits-prompted-early` is the same run as `digits-prompted` stopped at 150 steps: its card says so
+    and it follows its prompt clearly less often than the shipped model (room for a prompt reward), while still
+    drawing every class."""
+    from pgraft.domains.digits.models import weights_path
+
+    meta = read_safetensors_metadata(weights_path("digits-prompted-early"))
+    training, quality = json.loads(meta["training"]), json.loads(meta["quality"])
+    assert training["train_steps"] == 150 and training["seed"] == 0
+    assert 0.6 <= quality["eta=1"]["prompt_match"] <= 0.85 and quality["eta=1"]["classes_present"] == 10
+    card = weights_path("digits-prompted-early").with_suffix(".md").read_text()
+    assert "pgraft pretrain digits-prompted-early --steps 150 --seed 0" in card
+    model = load_model("digits-prompted-early")
+    labels = torch.arange(100) % 10
+    probs = classify(to_unit(sample(model, sample_seeds(0, 9, 100), 25, eta=1.0, cond=labels).samples))
+    assert 0.5 <= float((probs.argmax(-1) == labels).double().mean()) <= 0.9
 
 
 @pytest.mark.parametrize("name", ["digits", "digits-flow"])

@@ -15,6 +15,11 @@ from pgraft.families.small import DiffusionModel
 KINDS = {
     "digits": "Unconditional DDPM (ε-prediction, linear β schedule, 1,000 training timesteps)",
     "digits-prompted": "Class-conditional DDPM (ε-prediction, linear β schedule); the prompt is the digit",
+    "digits-prompted-early": (
+        "An early snapshot of `digits-prompted` (the same run stopped after its first steps): a class-conditional "
+        "DDPM that follows its prompt only part of the time, so a prompt-following reward has room to move; the "
+        "prompt is the digit"
+    ),
     "digits-flow": "Rectified flow (velocity prediction, `x_t = (1 − t) x_0 + t ε`)",
 }
 

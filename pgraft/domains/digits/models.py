@@ -34,7 +34,7 @@ from pgraft.families.small import DiffusionModel, read_safetensors_metadata
 
 ASSETS = asset_dir("pgraft.domains.digits")
 DOMAIN = "digits"
-DIGIT_MODELS = ("digits", "digits-prompted", "digits-flow")
+DIGIT_MODELS = ("digits", "digits-prompted", "digits-prompted-early", "digits-flow")
 SPLIT_SEED = 0
 HELD_OUT_FRACTION = 0.2
 SAMPLE_BATCH_SIZE = 512  # on an accelerator (not timed: no GPU was available)
@@ -164,7 +164,7 @@ def model_kind(name: str) -> tuple[str, bool]:
     """`(process kind, conditional)` of a digits model name."""
     if name not in DIGIT_MODELS:
         raise ValueError(f"--model: {name!r} is not a digits model; choose one of {list(DIGIT_MODELS)}")
-    return ("flow" if name == "digits-flow" else "vp"), name == "digits-prompted"
+    return ("flow" if name == "digits-flow" else "vp"), name.startswith("digits-prompted")
 
 
 def build_digits_model(
