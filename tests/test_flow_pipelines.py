@@ -6,6 +6,7 @@ on its stochastic sampler by default."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pandas as pd
@@ -198,3 +199,79 @@ def test_a_reward_rises_over_two_rounds_on_a_tiny_flow_pipeline(folders, tmp_pat
     standard_error = table["reward_std"][0] / len(PROMPTS * 32) ** 0.5
     assert table["reward_mean"][1] > table["reward_mean"][0] + 2 * standard_error, table["reward_mean"]
     assert table["reward_mean"][2] > table["reward_mean"][0] + 2 * standard_error, table["reward_mean"]
+
+
+def _images(n, seed=0):
+    """Smooth test images in [0, 1] (a coloured block on a background), `(n, 3, H, W)`."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w = SIZE["height"], SIZE["width"]
+    x = 0.2 + 0.1 * torch.rand(n, 3, 1, 1, generator=gen).expand(n, 3, h, w).clone()
+    for i in range(n):
+        x[i, :, 2 + i % 4 : 10 + i % 4, 3:12] = torch.rand(3, 1, 1, generator=gen)
+    return x
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_latents_inverted_through_the_pipeline_come_back_through_the_stock_pipeline(folders, kind):
+    """Real images -> VAE latents -> backward Euler through the pipeline's own flow-matching sampler: the stock
+    diffusers pipeline, started from the inverted noises on the same grid, lands on the images' latents (to
+    the solver's tolerance, propagated over the steps); under another prompt it does not."""
+    from pgraft.inc.latents import invert_images
+
+    model = _load(folders, kind, guidance_scale=1.0)
+    images = _images(3)
+    result = invert_images(model, images, [PROMPTS[0]] * 3, 6, tol=1e-5)
+    assert int(result.inversion.failed.sum()) == 0 and result.inversion.max_residual <= 1e-5
+    assert float(result.roundtrip.max()) < 1e-4  # G(z) = E(x), measured by sampling again
+    theirs = _stock_latents(_stock(folders[kind], kind), kind, [PROMPTS[0]] * 3, result.noises, 6, 1.0)
+    torch.testing.assert_close(theirs, result.latents, rtol=0, atol=2e-4)
+    assert (result.noises - result.latents).abs().max() > 0.1  # the noises are not the latents
+    other = _stock_latents(_stock(folders[kind], kind), kind, [PROMPTS[1]] * 3, result.noises, 6, 1.0)
+    assert (other - result.latents).abs().max() > 100 * (theirs - result.latents).abs().max()
+
+
+def test_image_latents_are_the_vaes_with_its_scaling_and_shift_undone_by_decode(folders):
+    model = _load(folders, "flux")  # Flux's VAE has a shift factor as well as a scaling factor
+    vae = model.pipe.vae
+    vae.config.shift_factor = 0.1  # the tiny config leaves it unset: set one so that it is tested
+    try:
+        images = _images(2)
+        latents = model.encode_images(images)
+        assert latents.shape == (2, *model.sample_shape)
+        with torch.no_grad():
+            raw = vae.encode(images * 2 - 1).latent_dist.mode()
+            direct = ((vae.decode(raw).sample + 1) / 2).clamp(0, 1)
+        torch.testing.assert_close(latents, (raw - 0.1) * vae.config.scaling_factor)
+        torch.testing.assert_close(model.decode(latents), direct, rtol=0, atol=1e-5)
+    finally:
+        vae.config.shift_factor = None
+
+
+def test_pgraft_invert_writes_the_noises_and_refuses_what_it_cannot_invert(folders, tmp_path):
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from pgraft.cli import main
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for i, image in enumerate(_images(3)):
+        array = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        Image.fromarray(array).resize((24, 20)).save(pictures / f"p{i}.png")  # another size: fit and crop
+    (pictures / "readme.txt").write_text("not an image")
+    out = tmp_path / "inverted"
+    argv = ["invert", "--model", str(folders["sd3"]), "--images", str(pictures), "--prompt", PROMPTS[0]]
+    argv += ["--num-inference-steps", "6", "--height", "16", "--width", "16", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    tensors = load_file(out / "noises.safetensors")
+    assert tensors["noises"].shape == tensors["latents"].shape and tensors["noises"].shape[0] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inverted"] == 3 and summary["roundtrip_max"] < 1e-3
+    steps = pd.read_csv(out / "steps.csv")
+    assert list(steps["index"]) == list(range(6)) and (steps["residual"] <= 1e-4).all()
+    assert (out / "roundtrip.png").stat().st_size > 100
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*argv[:4], str(empty), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert main(["invert", "--model", "digits-flow", "--images", str(pictures), "--quiet"]) == 2
+    assert main(["invert", "--model", str(folders["sd3"]), "--images", str(tmp_path / "absent"), "--quiet"]) == 2

@@ -4,6 +4,7 @@ pgraft run --model toy2d --reward x --method pgraft --cutoff 0.5 --rule best-of-
 pgraft run --config run.yaml --out runs/demo --resume
 pgraft bias-variance --model toy2d-exact --reward x --out runs/bv
 pgraft inc --model toy2d-flow --out runs/inc
+pgraft invert --model ~/models/sd3 --images photos/ --prompt "a photo" --out runs/invert
 pgraft scout --model toy2d --reward x --trials 20 --out runs/scout
 pgraft compare --model toy2d --reward x --budget-reward-calls 4096 8192 --out runs/compare
 pgraft pretrain toy2d --dataset ring8
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     import pgraft.cli.compare as compare
     import pgraft.cli.inc as inc
     import pgraft.cli.info as info
+    import pgraft.cli.invert as invert
     import pgraft.cli.run as run
     import pgraft.cli.scout as scout
 
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_parsers(sub)
     bias_variance.add_parser(sub)
     inc.add_parser(sub)
+    invert.add_parser(sub)
     scout.add_parser(sub)
     compare.add_parser(sub)
     return parser
@@ -50,6 +53,7 @@ def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
     import pgraft.cli.compare as compare
     import pgraft.cli.inc as inc
     import pgraft.cli.info as info
+    import pgraft.cli.invert as invert
     import pgraft.cli.run as run
     import pgraft.cli.scout as scout
 
@@ -60,6 +64,7 @@ def commands() -> dict[str, Callable[[argparse.Namespace], int]]:
         "rewards": info.cmd_rewards,
         "bias-variance": bias_variance.cmd_bias_variance,
         "inc": inc.cmd_inc,
+        "invert": invert.cmd_invert,
         "scout": scout.cmd_scout,
         "compare": compare.cmd_compare,
     }

@@ -164,6 +164,21 @@ class PipelineAdapter:
                 out.append(((image.float() + 1) / 2).clamp(0, 1).cpu())
         return torch.cat(out) if out else torch.empty(0, 3, self.height, self.width)
 
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Latents `(N, *sample_shape)` of images `(N, 3, H, W)` in [0, 1]: the VAE's encoder (the mode of its
+        posterior, deterministic), then its shift and scaling, so `decode(encode_images(x)) ≈ x`."""
+        vae = self.pipe.vae
+        out = []
+        with torch.no_grad():
+            for chunk in images.split(self.options.decode_batch_size):
+                posterior = vae.encode(chunk.to(self.device, vae.dtype) * 2 - 1).latent_dist
+                z = posterior.mode()
+                shift = getattr(vae.config, "shift_factor", None)
+                if shift:
+                    z = z - shift
+                out.append((z * vae.config.scaling_factor).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, *self.sample_shape)
+
     # -- fine-tuning ------------------------------------------------------------------------------------
     def trainable_copy(self, seed: int = 0) -> PipelineAdapter:
         """A view whose LoRA starts from this view's (fresh weights from `seed`, equal to the base, for the

@@ -182,8 +182,14 @@ class RunStore:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a hidden file beside `path`, then rename it into place: a kill leaves the old file or the
+    new one, never half of one."""
     tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from pgraft.core.events import Progress, drain
 from pgraft.core.process import FlowProcess
-from pgraft.families.base import DiffusionAdapter
+from pgraft.families.base import Cond, DiffusionAdapter
 
 STALL_PATIENCE = 20  # iterations without a new best residual that count as "does not contract"
 SOLVERS = ("auto", "fixed-point", "anderson")
@@ -97,20 +98,31 @@ def flow_grid(model: DiffusionAdapter, num_inference_steps: int) -> tuple[torch.
     return scheduler.timesteps.clone(), scheduler.sigmas.clone()
 
 
+def _rows(cond: Cond | torch.Tensor | None, index: torch.Tensor | slice, device: torch.device) -> Any:
+    """The conditioning of rows `index` on `device` (None stays None)."""
+    return None if cond is None else cond[index].to(device)
+
+
 def euler_sample(
-    model: DiffusionAdapter, z: torch.Tensor, num_inference_steps: int, batch_size: int | None = None
+    model: DiffusionAdapter,
+    z: torch.Tensor,
+    num_inference_steps: int,
+    batch_size: int | None = None,
+    cond: Cond | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`G(z)`: the flow model's discrete Euler sampler from given noises (the loop of `sampling.sample_iter`)."""
+    """`G(z)`: the flow model's discrete Euler sampler from given noises (the loop of `sampling.sample_iter`);
+    `cond`: row-aligned conditioning of a prompted model (a pipeline's `Cond`, a class-label tensor)."""
     process = model.process
     device = model.device
     out = torch.empty_like(z, dtype=torch.float32, device="cpu")
     size = batch_size or model.sampling_batch_size
     for lo in range(0, len(z), size):
         x = z[lo : lo + size].to(device)
+        c = _rows(cond, slice(lo, lo + size), device)
         scheduler = process.make_scheduler(num_inference_steps)
         with torch.inference_mode():
             for t in scheduler.timesteps:
-                v = model(x, t.to(device).expand(len(x)))
+                v = model(x, t.to(device).expand(len(x)), c)
                 x = process.step(scheduler, v, t, x, 0.0, None)
         out[lo : lo + size] = x.float().cpu()
     return out
@@ -136,6 +148,7 @@ def invert_step(
     tol: float,
     max_iter: int,
     solver: str = "auto",
+    cond: Cond | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, StepReport]:
     """Solve `y + (σ_{k+1} − σ_k) v(y, t_k) = y_{k+1}` for `y` by fixed-point iteration, row by row.
 
@@ -155,7 +168,7 @@ def invert_step(
     dt = (sigma_next - sigma).to(y_next.device)  # negative: σ decreases along the sampler
     n = len(y_next)
     flat = y_next.reshape(n, -1)
-    y = (y_next - dt * model(y_next, timestep.expand(n))).reshape(n, -1)  # explicit first guess
+    y = (y_next - dt * model(y_next, timestep.expand(n), cond)).reshape(n, -1)  # explicit first guess
     best = torch.full((n,), float("inf"), device=y.device)
     residual = best.clone()
     since_best = torch.zeros(n, dtype=torch.long, device=y.device)
@@ -169,7 +182,8 @@ def invert_step(
     hist_f: list[torch.Tensor] = []
     for it in range(1, max_iter + 1):
         ya = y[active]
-        v = model(ya.reshape(-1, *y_next.shape[1:]), timestep.expand(len(active))).reshape(len(ya), -1)
+        c = None if cond is None else cond[active]
+        v = model(ya.reshape(-1, *y_next.shape[1:]), timestep.expand(len(active)), c).reshape(len(ya), -1)
         g = flat[active] - dt * v
         f = g - ya
         res = f.abs().amax(1).nan_to_num(float("inf"))  # = |ya + dt v(ya) − y_next|_∞
@@ -236,8 +250,11 @@ def invert_iter(
     batch_size: int | None = None,
     on_failure: str = "raise",
     solver: str = "auto",
+    cond: Cond | torch.Tensor | None = None,
 ) -> Generator[Progress, None, Inversion]:
-    """Invert data `x` through the K-step Euler sampler, last step first (docs/method.md §4.1).
+    """Invert data `x` through the K-step Euler sampler, last step first (docs/method.md §4.1); `cond`:
+    row-aligned conditioning of a prompted model (a pipeline's prompt embeddings: its latents are inverted
+    through the guided velocity the sampler uses, so `G(z, cond) = x`).
 
     Yields progress after every step of every batch and returns the `Inversion`; per-step reports are
     merged over batches (worst residual, most iterations, mean iterations averaged over batches). A row
@@ -261,18 +278,20 @@ def invert_iter(
     for b in range(n_batches):
         rows = torch.arange(b * size, min(len(x), (b + 1) * size))
         y = x[rows].to(device, torch.float32)
+        c = _rows(cond, rows, device)
         for j, k in enumerate(reversed(range(num_steps))):
             if len(y) == 0:  # every row of this batch failed at an earlier step
                 break
             with torch.inference_mode():
                 y, bad, rep = invert_step(
-                    model, y, timesteps[k].to(device), sigmas[k], sigmas[k + 1], k, tol, max_iter, solver
+                    model, y, timesteps[k].to(device), sigmas[k], sigmas[k + 1], k, tol, max_iter, solver, c
                 )
             if rep.failed and on_failure == "raise":
                 raise _step_error(rep, len(x))
             reports[k].append(rep)
             failed[rows[bad.cpu()]] = True
             rows, y = rows[~bad.cpu()], y[~bad]
+            c = None if c is None else c[~bad]
             yield Progress("inverting", b * num_steps + j + 1, n_batches * num_steps)
         noises[rows] = y.float().cpu()
     if bool(failed.all()):

@@ -207,8 +207,6 @@ def finish_classifier(net: Any, info: dict[str, Any], out: Path, log: Callable[[
     return out
 
 
-
-
 def pretrain_named(
     name: str,
     out: Path | None,
