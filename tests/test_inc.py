@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -316,6 +318,8 @@ def test_pipeline_stops_when_asked(learned_flow: DiffusionModel) -> None:
         ({"correction_lr": -1.0}, "--correction-lr"),
         ({"model": "toy2d-flow-exact", "train_steps": 100}, "--train-steps"),
         ({"model": "nope"}, "--model"),
+        ({"search_hidden": (2, 64)}, "--search-hidden"),
+        ({"search_train_steps": (0,)}, "--search-train-steps"),
     ],
 )
 def test_config_errors_name_the_flag_and_the_allowed_values(kwargs: dict, flag: str) -> None:  # type: ignore[type-arg]
@@ -382,3 +386,79 @@ def test_a_step_count_that_inverts_nothing_gets_a_notice_not_a_crash() -> None:
         notices += [ev.message] if isinstance(ev, IncNotice) else []
     assert not result.corrections and len(result.rows) == 2  # the base line only
     assert all("no correction" in n and "does not contract at sampler step" in n for n in notices) and len(notices) == 2
+
+
+def test_the_correction_search_keeps_the_candidate_with_the_least_held_out_loss(learned_flow: DiffusionModel) -> None:
+    """Width and training steps chosen by validation loss on held-out noises: a one-step candidate (barely
+    trained) loses to trained ones, the returned flow is the winner of its own table, and that table's losses
+    are what `validation_loss` says for each candidate trained the same way."""
+    from pgraft.core.events import drain
+    from pgraft.inc.correction import search_correction_iter, validation_loss
+
+    z = invert(learned_flow, ToyQuality(learned_flow, 0).real_data(400), 8, tol=TOL).kept
+    config = CorrectionConfig(train_steps=300, lr=1e-2, seed=0)
+    flow, record = drain(search_correction_iter(z, config, (16, 64), (1, 300)))
+    table = record["search"]
+    assert [(r["hidden"], r["train_steps"]) for r in table] == [(16, 1), (16, 300), (64, 1), (64, 300)]
+    best = min(table, key=lambda r: r["validation_loss"])
+    assert (flow.hidden, record["train_steps"]) == (best["hidden"], best["train_steps"])
+    assert best["train_steps"] == 300
+    assert min(r["validation_loss"] for r in table if r["train_steps"] == 1) > best["validation_loss"] + 0.05
+    assert record["validation_noises"] == 80 and record["n_noises"] == 320  # a held-out fifth
+    # the validation loss is deterministic: the same (eps, s) draws for every candidate
+    order = torch.randperm(len(z), generator=torch.Generator().manual_seed(config.seed + 7))
+    assert validation_loss(flow, z[order[:80]], config.seed + 11) == pytest.approx(best["validation_loss"])
+
+
+def test_gains_beyond_noise_need_more_than_the_combined_standard_error() -> None:
+    from pgraft.inc.tables import quality_table
+
+    def row(method, k, m, flops, fd, se):
+        keys = ("method", "num_inference_steps", "correction_steps", "flops_per_image", "fd", "fd_se")
+        return dict(zip(keys, (method, k, m, flops, fd, se), strict=True))
+
+    rows = [row("base", 8, 0, 8.0, 10.0, 1.0), row("base", 16, 0, 16.0, 9.2, 0.3)]
+    rows += [row("corrected", 8, 1, 9.0, 8.4, 0.4), row("corrected", 8, 2, 10.0, 6.0, 0.4)]
+    table = quality_table(rows, "fd", higher_is_better=False).set_index("correction_steps")
+    assert table.loc[1, "gain_at_equal_flops"] == pytest.approx(0.8)  # against K = 16, the cheapest base >= 9
+    assert table.loc[1, "gain_se"] == pytest.approx(0.5)  # hypot(0.4, 0.3)
+    assert not table.loc[1, "gain_beyond_noise"]  # 0.8 < 1.96 * 0.5
+    assert table.loc[2, "gain_beyond_noise"]  # 3.2 > 1.96 * 0.5
+    assert table.loc[0, "gain_beyond_noise"].isna().all()  # base rows: no comparison
+
+
+def test_the_digits_frechet_distance_comes_with_a_bootstrap_error_that_shrinks_with_samples() -> None:
+    from pgraft.domains.digits.models import digits_split, to_model
+    from pgraft.domains.digits.quality import DigitsQuality
+
+    quality = DigitsQuality(None, 0)
+    real = to_model(digits_split().train_x)
+    small, large = quality.score(real[:200]), quality.score(real[:1200])
+    for s in (small, large):
+        assert s["fd_lo"] < s["fd"] < s["fd_hi"] and s["fd_hi"] - s["fd_lo"] == pytest.approx(2 * 1.96 * s["fd_se"])
+    assert large["fd_se"] < 0.75 * small["fd_se"]  # about 1/sqrt(6) of it in theory
+    assert large["fd"] < small["fd"]  # the distance's upward bias at small samples
+    assert quality.score(real[:200]) == small  # seeded
+
+
+def test_an_under_trained_digits_flow_is_the_shipped_run_stopped_early(tmp_path, monkeypatch) -> None:
+    from pgraft.domains.digits.models import weights_path
+    from pgraft.families.small import read_safetensors_metadata
+    from pgraft.registry import load_model
+
+    monkeypatch.setenv("PGRAFT_CACHE", str(tmp_path))
+    model = load_model("digits-flow", train_steps=20)
+    assert model.info["training"]["train_steps"] == 20 and model.process.kind == "flow"
+    cached = tmp_path / "digits-flow-20steps.safetensors"
+    assert json.loads(read_safetensors_metadata(cached)["training"])["train_steps"] == 20
+    again = load_model("digits-flow", train_steps=20)  # from the cache, not retrained
+    for a, b in zip(model.network.parameters(), again.network.parameters(), strict=True):
+        assert torch.equal(a, b)
+    shipped = load_model("digits-flow", train_steps=4000)
+    assert (
+        shipped.info["training"]["train_steps"] == 4000
+        and not (tmp_path / "digits-flow-4000steps.safetensors").exists()
+    )
+    assert weights_path("digits-flow").exists()
+    with pytest.raises(ValueError, match="--train-steps"):
+        load_model("digits-flow", train_steps=0)

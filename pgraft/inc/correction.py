@@ -22,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pgraft.core.events import Progress, drain
+from pgraft.core.events import Progress, Stopped, drain
 from pgraft.core.sampling import seeded_noise
 from pgraft.families.base import DiffusionAdapter
 from pgraft.inc.inversion import euler_sample
@@ -166,6 +166,59 @@ def train_correction_iter(
     record = {**asdict(config), "steps_done": done, "final_loss": float(loss.detach()), "n_noises": len(z)}
     record["train_seconds"] = round(time.perf_counter() - start, 2)
     return flow.eval().requires_grad_(False), record
+
+
+VALIDATION_FRACTION = 0.2
+VALIDATION_DRAWS = 16
+
+
+def validation_loss(flow: CorrectionFlow, z: torch.Tensor, seed: int, draws: int = VALIDATION_DRAWS) -> float:
+    """The flow-matching loss of `flow` on noises `z` it did not train on, over `draws` seeded `(ε, s)` pairs
+    per noise (the same pairs for every candidate of a search, so their losses compare without that noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    data = z.reshape(len(z), -1).float().repeat(draws, 1)
+    eps = torch.randn(data.shape, generator=gen)
+    s = torch.rand(len(data), 1, generator=gen)
+    device = next(flow.parameters()).device
+    x_s, target = interpolant(flow.path, data, eps, s)
+    with torch.no_grad():
+        return float(((flow(x_s.to(device), s[:, 0].to(device)) - target.to(device)) ** 2).mean())
+
+
+def search_correction_iter(
+    z: torch.Tensor,
+    config: CorrectionConfig,
+    hidden: tuple[int, ...],
+    train_steps: tuple[int, ...],
+    should_stop: Callable[[], bool] = lambda: False,
+    device: str | torch.device = "cpu",
+) -> Generator[Progress, None, tuple[CorrectionFlow, dict[str, Any]]]:
+    """Choose the correction's width and training steps by validation loss, not by hand: every pair of
+    `hidden` × `train_steps` (an empty tuple: the config's value) trains on 80 % of the noises (a seeded split)
+    and is scored by `validation_loss` on the other 20 %; the best is returned, its record carrying the table
+    of candidates (`search`)."""
+    if len(z) < 10:
+        raise ValueError(f"correction search: {len(z)} inverted noises are too few to hold some out (need >= 10)")
+    order = torch.randperm(len(z), generator=torch.Generator().manual_seed(config.seed + 7))
+    n_val = max(2, round(VALIDATION_FRACTION * len(z)))
+    val, train = z[order[:n_val]], z[order[n_val:]]
+    grid = [(h, t) for h in (hidden or (config.hidden,)) for t in (train_steps or (config.train_steps,))]
+    best: tuple[float, CorrectionFlow, dict[str, Any]] | None = None
+    table = []
+    for i, (h, t) in enumerate(grid):
+        candidate = replace(config, hidden=h, train_steps=t)
+        flow, record = yield from train_correction_iter(train, candidate, should_stop, device)
+        if should_stop():
+            break
+        loss = validation_loss(flow, val, config.seed + 11)
+        table.append({"hidden": h, "train_steps": t, "validation_loss": loss, "train_loss": record["final_loss"]})
+        yield Progress("searching the correction", i + 1, len(grid), loss=loss, scope=(("hidden", h), ("steps", t)))
+        if best is None or loss < best[0]:
+            best = (loss, flow, record)
+    if best is None:
+        raise Stopped
+    _, flow, record = best
+    return flow, {**record, "search": table, "validation_noises": n_val}
 
 
 def train_correction(z: torch.Tensor, config: CorrectionConfig, **kwargs: Any) -> CorrectionFlow:

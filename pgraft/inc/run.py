@@ -26,7 +26,7 @@ from pgraft.core.events import Notice, Progress, Stopped, drain, never, relay, s
 from pgraft.core.sampling import sample_seeds
 from pgraft.families.base import DiffusionAdapter
 from pgraft.inc.config import IncConfig
-from pgraft.inc.correction import CorrectionFlow, corrected_sample, train_correction_iter
+from pgraft.inc.correction import CorrectionFlow, corrected_sample, search_correction_iter, train_correction_iter
 from pgraft.inc.diagnostics import NoiseDiagnostics, diagnose
 from pgraft.inc.flops import flops_per_image, forward_flops
 from pgraft.inc.inversion import Inversion, InversionError, invert_iter
@@ -182,7 +182,13 @@ def _correct_at(
     result.inversions[k] = inversion
     result.diagnostics[k] = diagnose(inversion.kept, seed=config.seed)
     # The training loop checks `should_stop` at every step itself (it yields only every 50 steps).
-    train = train_correction_iter(inversion.kept, config.correction_config(), should_stop, model.device)
+    if config.search_hidden or config.search_train_steps:
+        train = search_correction_iter(
+            inversion.kept, config.correction_config(), config.search_hidden, config.search_train_steps,
+            should_stop, model.device,
+        )  # fmt: skip
+    else:
+        train = train_correction_iter(inversion.kept, config.correction_config(), should_stop, model.device)
     flow, record = yield from relay(train, should_stop, K=k)
     if should_stop():
         raise Stopped

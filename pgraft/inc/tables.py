@@ -12,20 +12,32 @@ import pandas as pd
 def quality_table(rows: list[dict[str, Any]], primary: str, higher_is_better: bool) -> pd.DataFrame:
     """The rows as a table, plus for every corrected row the cheapest base sampler with at least its FLOPs
     (`base_steps_at_equal_flops`, its `primary` metric, and `gain_at_equal_flops` > 0 when the corrected row
-    is better: the paper's claim is better quality at no more compute)."""
+    is better: the paper's claim is better quality at no more compute). When the quality gives a standard
+    error `<primary>_se` (digits: a bootstrap), `gain_se` is that of the gain (the two rows' errors combined,
+    their samples being scored independently) and `gain_beyond_noise` says whether the gain exceeds
+    1.96 `gain_se`."""
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     base = table[table["method"] == "base"].sort_values("flops_per_image")
-    steps, values = [], []
+    se = f"{primary}_se"
+    steps, values, errors = [], [], []
     for _, row in table.iterrows():
         richer = base[base["flops_per_image"] >= row["flops_per_image"]] if row["method"] == "corrected" else base[:0]
         steps.append(int(richer["num_inference_steps"].iloc[0]) if len(richer) else None)
         values.append(float(richer[primary].iloc[0]) if len(richer) else np.nan)
+        if se in table.columns:
+            errors.append(float(np.hypot(row[se], richer[se].iloc[0])) if len(richer) else np.nan)
     table["base_steps_at_equal_flops"] = pd.array(steps, dtype="Int64")
     table[f"base_{primary}_at_equal_flops"] = values
     sign = 1.0 if higher_is_better else -1.0
     table["gain_at_equal_flops"] = sign * (table[primary] - table[f"base_{primary}_at_equal_flops"])
+    if se in table.columns:
+        table["gain_se"] = errors
+        gain, err = table["gain_at_equal_flops"], table["gain_se"]
+        table["gain_beyond_noise"] = pd.array(
+            [None if np.isnan(g) else bool(g > 1.96 * e) for g, e in zip(gain, err, strict=True)], dtype="boolean"
+        )
     return table
 
 

@@ -30,10 +30,10 @@ NAME = "digits"
 
 
 def _load(name: str) -> Any:
-    def load(device: str = "cpu") -> Any:
+    def load(device: str = "cpu", train_steps: int | None = None) -> Any:
         from pgraft.domains.digits.models import load_digits_model
 
-        return load_digits_model(name, device)
+        return load_digits_model(name, device, train_steps=train_steps)
 
     return load
 
@@ -56,7 +56,12 @@ MODELS = {
         default_reward="prompt-match",
     ),
     "digits-flow": ModelSpec(
-        _load("digits-flow"), NAME, "8x8 digits, UNet2DModel rectified flow (651 k parameters)", kind="flow"
+        _load("digits-flow"),
+        NAME,
+        "8x8 digits, UNet2DModel rectified flow (651 k parameters; train_steps < 4000: the same run stopped "
+        "early, under-trained)",
+        ("train_steps",),
+        kind="flow",
     ),
 }
 
@@ -168,7 +173,9 @@ DOMAIN = Domain(
         max_iter=400,
         samples_figure=_base_vs_corrected,
         preview=32,
-        app_defaults={"digits-flow": {"steps": "8, 16", "correction_steps": "1, 2, 4", "invert": 300}},
+        app_defaults={
+            "digits-flow": {"steps": "8, 16", "correction_steps": "1, 2, 4", "invert": 300, "train_steps": 4000}
+        },
     ),
     pretrain={name: _pretrain(name) for name in PRETRAINABLE},
 )

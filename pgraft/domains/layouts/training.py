@@ -24,7 +24,7 @@ from pgraft.domains.layouts.generator import CLASSES, Layouts, decode, encode, g
 from pgraft.domains.layouts.models import CLASS_DIMS, build_layout_model, weights_path
 from pgraft.families.small import DiffusionModel
 
-TRAIN_STEPS = 5000
+TRAIN_STEPS = 10000
 POOL = 60_000
 BATCH_SIZE = 128
 LR = 5e-4

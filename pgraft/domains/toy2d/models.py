@@ -122,7 +122,7 @@ def cache_dir() -> Path:
 def prune_cache(keep: int = CACHED_FLOWS) -> None:
     """Keep the `keep` most recently used under-trained models of the cache: every distinct step count asked
     for writes one, and a server must not collect them without bound."""
-    files = sorted(cache_dir().glob("toy2d-*steps.safetensors"), key=lambda f: f.stat().st_mtime, reverse=True)
+    files = sorted(cache_dir().glob("*steps.safetensors"), key=lambda f: f.stat().st_mtime, reverse=True)
     for stale in files[keep:]:
         stale.unlink(missing_ok=True)
 
