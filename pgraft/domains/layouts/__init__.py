@@ -65,9 +65,9 @@ PRESETS = (
     Preset(
         "Reward hacking: overlap drops elements",
         "Reward = minus the overlap of the boxes. The reward rises, but watch 'elements' per page: pages with "
-        "fewer boxes overlap less, so the model learns to drop elements (measured: 9.6 -> 6.5 in one round, "
-        "Fréchet 0.5 -> 18). The 'aesthetic' reward charges for every element away from the data's count: it "
-        "drops far fewer (9.6 -> 8.3); raise its count_penalty to hold the count.",
+        "fewer boxes overlap less, so the model learns to drop elements (measured: 9.7 -> 6.4 in one round, "
+        "Fréchet 0.3 -> 18). The 'aesthetic' reward charges for every element away from the data's count: it "
+        "drops far fewer (9.7 -> 9.5); raise its count_penalty to hold the count.",
         dict(
             model="layouts", reward="overlap", reward_args="", method="graft", rule="quantile", quantile=0.75, rounds=2
         ),
@@ -76,7 +76,8 @@ PRESETS = (
         "Title at the top",
         "A hard constraint: reward 1 when the topmost element is a title (half the synthetic pages), threshold "
         "1 accepts exactly those. One P-GRAFT round (cutoff 0.2) lifts it 0.55 -> 1.0 with the element count "
-        "held (9.6 -> 9.5); GRAFT gets there too but adds elements (10.9) and moves further from the data.",
+        "held (9.7 -> 9.6, Fréchet 0.33 -> 2.0); GRAFT gets there too but moves further from the data "
+        "(Fréchet 2.6, 9.9 elements).",
         dict(
             model="layouts",
             reward="title-at-top",
