@@ -45,6 +45,7 @@ def test_run_writes_config_metrics_rounds_and_weights(tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "reward_mean" in printed and "done" in printed
+    assert "tv_to_target" in printed  # the domain's own columns (its curve panels) are printed too
     table = pd.read_csv(out / "metrics.csv")
     assert list(table["round"]) == [0, 1, 2]
     for col in ("reward_mean", "reward_std", "accept_rate", "n_accepted", "loglik", "target_reward"):
@@ -180,3 +181,12 @@ def test_rewards_of_a_module_given_with_rewards_are_used_by_name(tmp_path, monke
         assert "--rewards: module 'empty_rewards' registered no reward" in capsys.readouterr().err
     finally:
         REWARDS.pop("lab-y", None)
+
+
+def test_the_printed_rows_carry_each_domains_realism_and_hacking_columns():
+    from pgraft.cli.run import domain_columns
+
+    assert domain_columns("layouts")[:3] == ("frechet", "elements", "overlap_x100")  # overlap hacking shows
+    assert not any(c.startswith("data_") for c in domain_columns("layouts"))  # constants of the data are not
+    assert domain_columns("digits")[0] == "fid_real" and "class_entropy" in domain_columns("digits")
+    assert domain_columns("molecules")[0] == "in_qm9" and domain_columns("nope") == ()

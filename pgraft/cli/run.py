@@ -111,8 +111,25 @@ def describe_defaults(values: dict[str, Any], config: Any) -> str | None:
     return f"defaults of the {get_model_spec(config.model).domain} domain: {parts}"
 
 
-def _print_row(metrics: dict[str, Any], header: bool) -> None:
+def domain_columns(domain: str) -> tuple[str, ...]:
+    """The columns of `metrics.csv` a domain's realism and curve panels name (`Domain.realism`,
+    `Domain.curve_panels`): the per-round figures that show what the reward costs."""
+    from pgraft.registry import DOMAINS
+
+    d = DOMAINS.get(domain)
+    if d is None:
+        return ()
+    cols = [d.realism.metric] if d.realism is not None else []
+    for panel in d.curve_panels:
+        cols += [metric for metric, _label in panel.metrics if not metric.startswith("data_")]  # data: constant
+    return tuple(dict.fromkeys(cols))
+
+
+def _print_row(metrics: dict[str, Any], header: bool, extra: tuple[str, ...] = ()) -> None:
+    """One line per round: the common columns, then `extra` (the domain's realism and, for layouts and
+    molecules, what shows reward hacking) where the round has them."""
     cols = [c for c in SHOWN if c in metrics]
+    cols += [c for c in extra if c in metrics and c not in cols]
     if header:
         print("  ".join(f"{c:>13}" for c in cols))
     cells = []
@@ -159,6 +176,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if used:
         say(f"pgraft: {used}")
     bar = StageBar(quiet=args.quiet or not main)
+    from pgraft.registry import get_model_spec
+
+    shown_extra = domain_columns(get_model_spec(config.model).domain)
     trackers = None
     header = True
     try:
@@ -168,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             elif isinstance(ev, RoundResult):
                 bar.close()
                 if main:
-                    _print_row(ev.metrics, header)
+                    _print_row(ev.metrics, header, shown_extra)
                     if report_to and trackers is None:  # once the folder exists (a resumed run appends)
                         trackers = Trackers(report_to, out.name, args.tracker_dir or out / "trackers", config.to_dict())
                     if trackers is not None:
