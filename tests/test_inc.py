@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -266,8 +267,6 @@ def test_exact_flow_gives_normal_noise_and_an_almost_identity_correction(
 def test_pipeline_rows_flops_and_files(tmp_path, learned_flow: DiffusionModel) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    import pandas as pd
-
     from pgraft.inc.config import IncConfig
     from pgraft.inc.report import write_outputs
     from pgraft.inc.run import run_inc
@@ -425,6 +424,9 @@ def test_gains_beyond_noise_need_more_than_the_combined_standard_error() -> None
     assert not table.loc[1, "gain_beyond_noise"]  # 0.8 < 1.96 * 0.5
     assert table.loc[2, "gain_beyond_noise"]  # 3.2 > 1.96 * 0.5
     assert table.loc[0, "gain_beyond_noise"].isna().all()  # base rows: no comparison
+    assert table.loc[1, "gain_vs_same_k"] == pytest.approx(1.6)  # against K = 8: 10.0 - 8.4
+    assert table.loc[1, "gain_vs_same_k_se"] == pytest.approx(float(np.hypot(0.4, 1.0)))
+    assert not table.loc[1, "gain_vs_same_k_beyond_noise"] and table.loc[2, "gain_vs_same_k_beyond_noise"]
 
 
 def test_the_digits_frechet_distance_comes_with_a_bootstrap_error_that_shrinks_with_samples() -> None:
