@@ -41,7 +41,8 @@ def quality_table(rows: list[dict[str, Any]], primary: str, higher_is_better: bo
     table["gain_vs_same_k"] = sign * (table[primary] - same_value)
     if se in table.columns:
         table["gain_se"] = errors
-        table["gain_vs_same_k_se"] = np.hypot(table[se], table["num_inference_steps"].map(same[se])).where(corrected)
+        same_se = table["num_inference_steps"].map(same[se])
+        table["gain_vs_same_k_se"] = ((table[se] ** 2 + same_se**2) ** 0.5).where(corrected)
         for gain_col, err_col, out_col in (
             ("gain_at_equal_flops", "gain_se", "gain_beyond_noise"),
             ("gain_vs_same_k", "gain_vs_same_k_se", "gain_vs_same_k_beyond_noise"),
