@@ -333,7 +333,7 @@ def test_inversion_settings_default_by_domain_unless_given() -> None:
     from pgraft.inc.config import IncConfig
 
     assert IncConfig().inversion_settings("toy2d") == (1e-5, 100)
-    assert IncConfig().inversion_settings("digits") == (1e-4, 400)
+    assert IncConfig().inversion_settings("digits") == (1e-2, 400)
     assert IncConfig(tol=1e-3, max_iter=7).inversion_settings("digits") == (1e-3, 7)
 
 

@@ -83,7 +83,7 @@ class IncConfig:
         default=256, metadata={"help": "samples drawn from fixed seeds for the base-vs-corrected view"}
     )
     tol: float | None = field(
-        default=None, metadata={"help": "residual tolerance of every backward-Euler step (toy 1e-5, digits 1e-4)"}
+        default=None, metadata={"help": "residual tolerance of every backward-Euler step (toy 1e-5, digits 1e-2)"}
     )
     max_iter: int | None = field(
         default=None, metadata={"help": "solver iterations allowed per step (toy 100, digits 400)"}

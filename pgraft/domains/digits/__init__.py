@@ -33,7 +33,11 @@ def _load(name: str) -> Any:
     def load(device: str = "cpu", train_steps: int | None = None) -> Any:
         from pgraft.domains.digits.models import load_digits_model
 
-        return load_digits_model(name, device, train_steps=train_steps)
+        if train_steps is None:
+            return load_digits_model(name, device)
+        from pgraft.domains.digits.training import trained_weights  # the same run stopped at train_steps
+
+        return load_digits_model(name, device, path=trained_weights(name, train_steps))
 
     return load
 
@@ -167,9 +171,10 @@ DOMAIN = Domain(
     study=StudyDefaults(num_inference_steps=20),
     inc=IncSupport(
         quality=_quality,
-        # Pixels in [-1, 1] need no 1e-5, and the last step of a digits grid takes ~100 fixed-point iterations
-        # (see `pgraft/inc/inversion.py`).
-        tol=1e-4,
+        # 1e-2, a twelfth of the digits' own grey-level step (0.125 in [-1, 1]): at 1e-4 most real digits have no
+        # preimage under the step onto sigma = 0.001 (least squares levels off at 0.006-0.036), so 72 % (K = 8)
+        # and 89 % (K = 16) of them were dropped and the correction learned from a biased few (README).
+        tol=1e-2,
         max_iter=400,
         samples_figure=_base_vs_corrected,
         preview=32,

@@ -190,14 +190,8 @@ def weights_path(name: str) -> Path:
     return ASSETS / f"{name}.safetensors"
 
 
-def load_digits_model(
-    name: str, device: str = "cpu", path: Path | None = None, train_steps: int | None = None
-) -> DiffusionModel:
-    """Load shipped (or given) weights; the UNet config comes from the file's metadata. `train_steps` other than
-    the shipped file's gives the same training run stopped there (a deliberately under-trained model, trained on
-    first use, about 50 ms a step on a CPU, and cached under a file name that names the step count)."""
-    if path is None and train_steps is not None:
-        path = _trained_for(name, train_steps)
+def load_digits_model(name: str, device: str = "cpu", path: Path | None = None) -> DiffusionModel:
+    """Load shipped (or given) weights; the UNet config comes from the file's metadata."""
     path = Path(path) if path is not None else weights_path(name)
     if not path.exists():
         raise ValueError(f"--model: weights {str(path)!r} are missing; run `pgraft pretrain {name}`")
@@ -215,26 +209,3 @@ def use_sampling_layout(model: DiffusionModel) -> None:
     convolutions prefer); fine-tuning a copy ran at the same speed. Training from scratch (`pretrain`) keeps
     the default layout, in which the shipped weights were trained, so it reproduces them."""
     model.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch stubs lack it)
-
-
-def _trained_for(name: str, train_steps: int) -> Path:
-    """The weights of `name` after `train_steps` steps of its shipped recipe: the shipped file for its own
-    count, else a cache file (trained now if absent; the toy models' cache and its pruning)."""
-    from pgraft.domains.digits.training import SHIPPED_STEPS, train_digits
-    from pgraft.domains.toy2d.models import cache_dir, prune_cache
-
-    if not isinstance(train_steps, int) or not 1 <= train_steps <= 10**6:
-        raise ValueError(f"--train-steps: {train_steps!r} is invalid; allowed: an integer in [1, 1e6]")
-    if train_steps == SHIPPED_STEPS.get(name):
-        return weights_path(name)
-    path = cache_dir() / f"{name}-{train_steps}steps.safetensors"
-    if path.exists():
-        path.touch()  # recently used: pruned last
-        return path
-    model, info = train_digits(name, steps=train_steps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    model.save(tmp, extra={"unet_config": model.info["unet_config"], "training": info})
-    tmp.replace(path)
-    prune_cache()
-    return path
