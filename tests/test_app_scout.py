@@ -314,3 +314,19 @@ def test_prompted_runs_label_samples_by_prompt_and_give_the_reward_per_prompt():
     fig = images_before_after(images, images, np.ones(4), np.ones(4), images, np.ones(4), np.ones(4, bool), 1,
                               preview_labels=names, candidate_labels=names)  # fmt: skip
     assert "3<br>1.00" in [a.text for a in fig.layout.annotations] and "prompts" in fig.layout.title.text
+
+
+def test_compared_image_samples_keep_square_pixels_in_every_cell():
+    """Each cell's y axis is scaled to its own x axis: with one anchor ("x") for all, every image but the
+    first was stretched to its cell's width (seen in a browser: 8x8 digits drawn 340 px wide, 75 px tall)."""
+    import numpy as np
+    import pandas as pd
+
+    from pgraft.plots.compare import RunSummary, compare_samples
+
+    images = np.random.default_rng(0).uniform(-1, 1, (6, 1, 8, 8))
+    runs = [RunSummary(f"run {i}", pd.DataFrame(), np.zeros(6), images, np.zeros(6)) for i in range(2)]
+    layout = compare_samples(runs).layout
+    anchors = {name: layout[name].scaleanchor for name in layout if name.startswith("yaxis")}
+    assert len(anchors) == 12  # 6 rows x 2 runs
+    assert all(anchor == "x" + name.removeprefix("yaxis") for name, anchor in anchors.items()), anchors

@@ -111,7 +111,8 @@ def compare_samples(runs: Sequence[RunSummary], count: int = 6) -> go.Figure:
                 col=i + 1,
             )
         fig.update_xaxes(range=[-lim, lim], showticklabels=False)
-        fig.update_yaxes(range=[-lim, lim], showticklabels=False, scaleanchor="x")
+        fig.update_yaxes(range=[-lim, lim], showticklabels=False)
+        _square_pixels(fig)
         return style(fig, "Runs compared: last-round samples from the same seeds", 380)
     n = min(count, min(len(r.preview) for r in runs))
     fig = make_subplots(rows=n, cols=len(runs), column_titles=_short(labels), vertical_spacing=0.01)
@@ -127,8 +128,17 @@ def compare_samples(runs: Sequence[RunSummary], count: int = 6) -> go.Figure:
                     z=image[::-1], colorscale="gray_r", showscale=False, row=r + 1, col=c + 1, hoverinfo="skip"
                 )
     fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor="x")
+    fig.update_yaxes(visible=False)
+    _square_pixels(fig)
     return style(fig, "Runs compared: last-round samples from the same seeds", 90 * n + 80)
+
+
+def _square_pixels(fig: go.Figure) -> None:
+    """Every subplot's y axis scaled to its *own* x axis (a single `scaleanchor="x"` ties them all to the first
+    subplot's, which stretched every other image to its cell's width)."""
+    for axis in fig.layout:
+        if axis.startswith("yaxis"):
+            fig.layout[axis].scaleanchor = "x" + axis.removeprefix("yaxis")
 
 
 def _short(labels: Sequence[str], width: int = 28) -> list[str]:
