@@ -109,7 +109,7 @@ def write_inversion(result: Any, model: Any, images: Any, out: Path) -> None:
     """The files of the module docstring (each written whole, then renamed into place)."""
     import pandas as pd
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from pgraft.graft.storage import atomic_write_bytes
 
@@ -120,9 +120,7 @@ def write_inversion(result: Any, model: Any, images: Any, out: Path) -> None:
         "latents": result.latents.contiguous(),
         "failed": result.inversion.failed.to(torch.uint8),
     }
-    tmp = out / "noises.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(out / "noises.safetensors")
+    atomic_write_bytes(out / "noises.safetensors", save(tensors, metadata=meta))
     steps = pd.DataFrame([vars(s) for s in result.inversion.steps])
     atomic_write_bytes(out / "steps.csv", steps.to_csv(index=False).encode())
     atomic_write_bytes(out / "summary.json", json.dumps(result.summary(), indent=1).encode())
@@ -136,16 +134,12 @@ def roundtrip_png(result: Any, model: Any, images: Any, limit: int = 8) -> bytes
     import torch
     from PIL import Image
 
-    from pgraft.inc.inversion import euler_sample
-
     n = min(limit, len(images))
     kept = ~result.inversion.failed[:n]
     recon = model.decode(result.latents[:n])
     again = torch.full_like(recon, 0.5)
     if bool(kept.any()):
-        cond = model.encode(result.prompts[:n])
-        z = result.noises[:n][kept]
-        again[kept] = model.decode(euler_sample(model, z, result.inversion.num_inference_steps, cond=cond[kept]))
+        again[kept] = model.decode(result.resampled[:n][kept])
     rows = torch.cat([images[:n], recon, again])  # (3n, 3, H, W)
     h, w = rows.shape[-2:]
     grid = rows.reshape(3, n, 3, h, w).permute(0, 3, 1, 4, 2).reshape(3 * h, n * w, 3)

@@ -83,14 +83,19 @@ class ImageInversion:
     latents: torch.Tensor
     """`E(image)`, `(N, *sample_shape)`."""
     inversion: Inversion
-    roundtrip: torch.Tensor
-    """`(N,)`: `|G(z) − E(image)|_∞` per image (NaN where the inversion failed)."""
+    resampled: torch.Tensor
+    """`G(z)`: the latents sampled again from the noises (NaN where the inversion failed)."""
     diagnostics: NoiseDiagnostics | None
     """The kept noises against `N(0, I)` (None with fewer than 2 kept)."""
 
     @property
     def noises(self) -> torch.Tensor:
         return self.inversion.noises
+
+    @property
+    def roundtrip(self) -> torch.Tensor:
+        """`(N,)`: `|G(z) − E(image)|_∞` per image (NaN where the inversion failed)."""
+        return (self.resampled - self.latents).flatten(1).abs().amax(1)
 
     def summary(self) -> dict[str, Any]:
         inv = self.inversion
@@ -141,13 +146,12 @@ def invert_images_iter(
     )  # fmt: skip
     yield Progress("round trip", 0, 1)
     kept = ~inversion.failed
-    roundtrip = torch.full((len(latents),), float("nan"))
+    resampled = torch.full_like(latents, float("nan"))
     if bool(kept.any()):
-        again = euler_sample(model, inversion.noises[kept], num_inference_steps, cond=cond[kept])
-        roundtrip[kept] = (again - latents[kept]).flatten(1).abs().amax(1)
+        resampled[kept] = euler_sample(model, inversion.noises[kept], num_inference_steps, cond=cond[kept])
     diagnostics = diagnose(coordinates(inversion.kept.flatten(1))) if int(kept.sum()) > 1 else None
     return ImageInversion(
-        names or [str(i) for i in range(len(images))], list(prompts), latents, inversion, roundtrip, diagnostics
+        names or [str(i) for i in range(len(images))], list(prompts), latents, inversion, resampled, diagnostics
     )
 
 

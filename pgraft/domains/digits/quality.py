@@ -22,7 +22,7 @@ class DigitsQuality:
     higher_is_better: bool = False
     labels: dict[str, str] = {"fd": "Fréchet distance to held-out digits (lower is better)"}  # noqa: RUF012
     bootstrap: int = 200
-    """Resamples of the scored samples behind `fd_lo` / `fd_hi`, the 95 % percentile band of `fd`."""
+    """Resamples of the scored samples behind `fd_se` (and the band `fd_lo`, `fd_hi` = `fd ∓ 1.96 fd_se`)."""
 
     def __init__(self, model: Any, seed: int = 0) -> None:
         self.split = digits_split()

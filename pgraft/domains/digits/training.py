@@ -236,20 +236,18 @@ def trained_weights(name: str, train_steps: int) -> Path:
     """The weights of `name` after `train_steps` steps of its shipped recipe: the shipped file for its own
     count, else a cache file (a deliberately under-trained model: trained now if absent, about 50 ms a step on
     a CPU; the toy models' cache and its pruning)."""
-    from pgraft.domains.toy2d.models import cache_dir, prune_cache
+    from pgraft.cache import cache_dir, ensure_weights
 
     if not isinstance(train_steps, int) or not 1 <= train_steps <= 10**6:
         raise ValueError(f"--train-steps: {train_steps!r} is invalid; allowed: an integer in [1, 1e6]")
     if train_steps == SHIPPED_STEPS.get(name):
         return weights_path(name)
-    path = cache_dir() / f"{name}-{train_steps}steps.safetensors"
-    if path.exists():
-        path.touch()  # recently used: pruned last
-        return path
-    model, info = train_digits(name, steps=train_steps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    model.save(tmp, extra={"unet_config": model.info["unet_config"], "training": info})
-    tmp.replace(path)
-    prune_cache()
-    return path
+
+    def make(path: Path) -> None:
+        model, info = train_digits(name, steps=train_steps)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        model.save(tmp, extra={"unet_config": model.info["unet_config"], "training": info})
+        tmp.replace(path)
+
+    return ensure_weights(cache_dir() / f"{name}-{train_steps}steps.safetensors", make)

@@ -9,7 +9,6 @@ analytic prediction, so the fine-tuned copy starts exactly at the base.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pgraft.cache import cache_dir, ensure_weights
 from pgraft.core.events import checkpoint
 from pgraft.core.process import FlowProcess, NoiseProcess, VPProcess
 from pgraft.domains.base import asset_dir
@@ -111,22 +111,6 @@ def weights_path(dataset: str, kind: str = "vp", train_steps: int = TOY_TRAIN_ST
     return cache_dir() / f"{stem}.safetensors"
 
 
-CACHED_FLOWS = 8
-"""Deliberately under-trained models kept in the cache (the oldest beyond this are deleted)."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PGRAFT_CACHE", Path.home() / ".cache" / "pgraft"))
-
-
-def prune_cache(keep: int = CACHED_FLOWS) -> None:
-    """Keep the `keep` most recently used under-trained models of the cache: every distinct step count asked
-    for writes one, and a server must not collect them without bound."""
-    files = sorted(cache_dir().glob("*steps.safetensors"), key=lambda f: f.stat().st_mtime, reverse=True)
-    for stale in files[keep:]:
-        stale.unlink(missing_ok=True)
-
-
 def pretrain_toy(dataset: str, out: Path, kind: str = "vp", steps: int = TOY_TRAIN_STEPS, seed: int = 0) -> Path:
     """Train and save the learned toy model (the command `pgraft pretrain toy2d` runs this)."""
     from safetensors.torch import save_file
@@ -152,12 +136,7 @@ def load_toy2d(
     if not isinstance(train_steps, int) or train_steps < 1:
         raise ValueError(f"--train-steps: {train_steps!r} is invalid; allowed: an integer >= 1")
     path = weights_path(dataset, kind, train_steps)
-    if not path.exists():
-        pretrain_toy(dataset, path, kind, steps=train_steps)
-        if path.parent == cache_dir():
-            prune_cache()
-    elif path.parent == cache_dir():
-        path.touch()  # recently used: pruned last
+    ensure_weights(path, lambda out: pretrain_toy(dataset, out, kind, train_steps))
     net = MLPDenoiser()
     net.load_state_dict(load_file(str(path)))
     info = read_safetensors_metadata(path)
