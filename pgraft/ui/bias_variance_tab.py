@@ -422,18 +422,8 @@ def build_tab(ctx: TabContext) -> None:
     run = named_handler(API_NAMES, body, "Run the study; the parameters are the tab's controls.", stream=True)
 
     light: dict[str, Any] = dict(concurrency_limit=None, api_visibility="undocumented")
-    lock = c["run"].click(
-        lambda: (gr.update(interactive=False), gr.update(interactive=True)), None, [c["run"], c["stop"]], **light
-    )
-    lock.then(
-        run,
-        inputs,
-        [plot, curves_table, sweep_table, status, data],
-        api_name="bias_variance",
-        concurrency_id=ctx.heavy_concurrency_id,
-        concurrency_limit=ctx.heavy_concurrency_limit,
-        show_progress_on=c["progress"],
-    ).then(lambda: (gr.update(interactive=True), gr.update(interactive=False)), None, [c["run"], c["stop"]], **light)
+    outputs = [plot, curves_table, sweep_table, status, data]
+    ctx.wire_heavy(c["run"], c["stop"], run, inputs, outputs, "bias_variance", c["progress"])
 
     def stop(request: gr.Request) -> str:
         return stop_study(request, sessions)

@@ -53,3 +53,28 @@ class TabContext:
     rounds_base: Any = None
     """The app's base-model cache, `BaseModels.get_for(config)`: a tab that runs many short runs loads the model
     once (None: each run loads its own)."""
+
+    def wire_heavy(
+        self, run: Any, stop: Any, fn: Any, inputs: list[Any], outputs: list[Any], api_name: str, progress: Any
+    ) -> Any:
+        """`run.click`: disable Run and enable Stop (a light event), then `fn` on the shared heavy queue with its
+        progress bar on `progress`, then Run enabled and Stop disabled again. Returns the heavy event."""
+        import gradio as gr
+
+        light: dict[str, Any] = dict(concurrency_limit=None, api_visibility="undocumented")
+
+        def buttons(running: bool) -> tuple[Any, Any]:  # fresh updates every time (Gradio consumes them)
+            return gr.update(interactive=not running), gr.update(interactive=running)
+
+        lock = run.click(lambda: buttons(True), None, [run, stop], **light)
+        heavy = lock.then(
+            fn,
+            inputs,
+            outputs,
+            api_name=api_name,
+            concurrency_id=self.heavy_concurrency_id,
+            concurrency_limit=self.heavy_concurrency_limit,
+            show_progress_on=progress,
+        )
+        heavy.then(lambda: buttons(False), None, [run, stop], **light)
+        return heavy

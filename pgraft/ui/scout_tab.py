@@ -156,18 +156,7 @@ def build_tab(ctx: TabContext) -> None:
         stream=True,
     )
     light: dict[str, Any] = dict(concurrency_limit=None, api_visibility="undocumented")
-    lock = c["run"].click(
-        lambda: (gr.update(interactive=False), gr.update(interactive=True)), None, [c["run"], c["stop"]], **light
-    )
-    lock.then(
-        run,
-        inputs,
-        [table, plot, status, pick, data],
-        api_name="scout",
-        concurrency_id=ctx.heavy_concurrency_id,
-        concurrency_limit=ctx.heavy_concurrency_limit,
-        show_progress_on=c["progress"],
-    ).then(lambda: (gr.update(interactive=True), gr.update(interactive=False)), None, [c["run"], c["stop"]], **light)
+    ctx.wire_heavy(c["run"], c["stop"], run, inputs, [table, plot, status, pick, data], "scout", c["progress"])
     c["stop"].click(handlers.stop, None, status, api_name="scout_stop", concurrency_limit=None)
 
     c["objective"].change(
