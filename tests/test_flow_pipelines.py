@@ -230,6 +230,26 @@ def test_latents_inverted_through_the_pipeline_come_back_through_the_stock_pipel
     assert (other - result.latents).abs().max() > 100 * (theirs - result.latents).abs().max()
 
 
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_inverting_on_the_karras_grid_is_inverting_the_stock_pipeline_with_karras_sigmas(folders, kind):
+    """`grid="karras"` is the folder's scheduler with diffusers' `use_karras_sigmas` (after the folder's shift,
+    Flux's at the image's `mu`): the stock pipeline with that scheduler, from the inverted noises, lands on the
+    latents; with the folder's own scheduler it does not."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from pgraft.inc.latents import invert_images
+
+    model = _load(folders, kind, guidance_scale=1.0)
+    result = invert_images(model, _images(2), [PROMPTS[0]] * 2, 6, tol=1e-5, grid="karras")
+    assert int(result.inversion.failed.sum()) == 0 and float(result.roundtrip.max()) < 1e-4
+    pipe = _stock(folders[kind], kind)
+    own = _stock_latents(pipe, kind, [PROMPTS[0]] * 2, result.noises, 6, 1.0)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
+    theirs = _stock_latents(pipe, kind, [PROMPTS[0]] * 2, result.noises, 6, 1.0)
+    torch.testing.assert_close(theirs, result.latents, rtol=0, atol=2e-4)
+    assert (own - result.latents).abs().max() > 100 * (theirs - result.latents).abs().max()
+
+
 def test_image_latents_are_the_vaes_with_its_scaling_and_shift_undone_by_decode(folders):
     model = _load(folders, "flux")  # Flux's VAE has a shift factor as well as a scaling factor
     vae = model.pipe.vae

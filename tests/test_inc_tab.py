@@ -69,9 +69,26 @@ def test_bad_settings_become_gradio_errors_naming_the_setting() -> None:
 
 
 def test_model_change_sets_defaults_and_hides_training_steps_for_other_models() -> None:
-    train_steps, steps, _, _ = model_changed("toy2d-flow-exact")
+    train_steps, steps, _, _, grid, references = model_changed("toy2d-flow-exact")
     assert train_steps["visible"] is False and steps == "64, 128"
+    assert (grid, references) == ("linear", [])
     assert model_changed("toy2d-flow")[0]["visible"] is True
+    assert model_changed("digits-flow")[4:] == ("karras", ["linear"])  # the domain's grid, the usual one beside
+
+
+def test_the_grid_and_its_reference_reach_the_table() -> None:
+    """The grid controls come last in the API's parameters; the chosen grid's own base is `base`, the other
+    one's a reference row, and a reference equal to the grid is ignored."""
+    out = _finish(IncHandlers("cpu").run(*TINY, "karras", ["linear", "karras"], request=REQUEST))
+    table, result = out[5], out[7]
+    assert list(zip(table["method"], table["grid"], strict=True)) == [
+        ("base", "karras"),
+        ("reference", "linear"),
+        ("corrected", "karras"),
+    ]
+    assert result.config.grid == "karras" and result.config.reference_grids == ("linear",)
+    with pytest.raises(gr.Error, match="--grid"):
+        next(IncHandlers("cpu").run(*TINY, "cosine", [], request=REQUEST))
 
 
 def test_tab_builds_and_runs_heavy_events_on_the_shared_queue() -> None:

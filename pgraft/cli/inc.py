@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SHOWN = ("method", "num_inference_steps", "correction_steps", "flops_per_image", "loglik", "mmd", "fd")
+SHOWN = ("method", "grid", "num_inference_steps", "correction_steps", "flops_per_image", "loglik", "mmd", "fd")
 
 
 def add_parser(sub: Any) -> None:

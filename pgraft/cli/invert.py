@@ -21,6 +21,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    from pgraft.core.process import FLOW_GRIDS
     from pgraft.inc.inversion import SOLVERS
 
     p = sub.add_parser(
@@ -43,6 +44,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tol", type=float, default=1e-4, help="residual tolerance of every backward step")
     p.add_argument("--max-iter", type=int, default=200, help="iterations per step before a row counts as failed")
     p.add_argument("--solver", default="auto", choices=SOLVERS, help="backward-Euler solver (default: auto)")
+    p.add_argument(
+        "--grid", default="linear", choices=tuple(FLOW_GRIDS),
+        help="sampler grid: linear (the pipeline's own), karras or exponential (short last steps)",
+    )  # fmt: skip
     p.add_argument("--on-failure", default="drop", choices=("drop", "raise"), help="images whose solve stalls")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU), fp32, bf16 or fp16")
@@ -86,7 +91,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     result = drain(
         invert_images_iter(
             model, images, [args.prompt] * len(files), args.num_inference_steps, names=names, tol=args.tol,
-            max_iter=args.max_iter, on_failure=args.on_failure, solver=args.solver,
+            max_iter=args.max_iter, on_failure=args.on_failure, solver=args.solver, grid=args.grid,
         ),
         show,
     )  # fmt: skip

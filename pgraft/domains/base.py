@@ -141,6 +141,8 @@ class IncSupport:
     samples_figure: Callable[[Any, Any, str], Any]
     """`(base samples, corrected samples, title) -> figure`, both drawn from the same seeds."""
     preview: int = 256
+    grid: str = "linear"
+    """Default grid of the sampler that is inverted and corrected (`core.process.FLOW_GRIDS`)."""
     app_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per flow model, the app's starting values (steps, correction_steps, train_steps, invert)."""
 

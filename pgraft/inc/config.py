@@ -3,7 +3,7 @@ field, validated on creation; a field `foo_bar` is the flag `--foo-bar`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from pgraft.inc.correction import CorrectionConfig
@@ -59,6 +59,34 @@ class IncConfig:
             "ui": {"widget": "textbox", "label": "Correction steps m"},
         },
     )
+    grid: str | None = field(
+        default=None,
+        metadata={
+            "help": "grid of the base sampler G (default: the domain's; toy linear, digits karras): linear (the grid "
+            "pgraft samples on everywhere else), karras or exponential (diffusers' respacings with short last "
+            "steps, so that real digits have a preimage)",
+            "ui": {
+                "widget": "dropdown",
+                "label": "Sampler grid",
+                "choices": ["linear", "karras", "exponential"],
+                "info": "linear: the usual grid; its long last step has no preimage for most real digits at a tight "
+                "tolerance. karras / exponential: every digit inverts, but the base sampler is weaker at small K.",
+            },
+        },
+    )
+    reference_grids: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "other grids whose base samplers are scored as reference rows; a corrected sampler's gain at "
+            "equal FLOPs is taken against the best base of any grid (default: linear when --grid is not; "
+            "'none' for none)",
+            "ui": {
+                "widget": "checkboxes",
+                "label": "Also score the base sampler on",
+                "choices": ["linear", "karras", "exponential"],
+            },
+        },
+    )
     invert: int = field(
         default=2000,
         metadata={
@@ -83,7 +111,7 @@ class IncConfig:
         default=256, metadata={"help": "samples drawn from fixed seeds for the base-vs-corrected view"}
     )
     tol: float | None = field(
-        default=None, metadata={"help": "residual tolerance of every backward-Euler step (toy 1e-5, digits 1e-2)"}
+        default=None, metadata={"help": "residual tolerance of every backward-Euler step (toy 1e-5, digits 1e-4)"}
     )
     max_iter: int | None = field(
         default=None, metadata={"help": "solver iterations allowed per step (toy 100, digits 400)"}
@@ -156,6 +184,20 @@ class IncConfig:
             _ints("--search-hidden", self.search_hidden, 4, 4096)
         if self.search_train_steps:
             _ints("--search-train-steps", self.search_train_steps, 1, 10**6)
+        from pgraft.core.process import FLOW_GRIDS
+
+        grids = ", ".join(FLOW_GRIDS)
+        if self.grid is not None and self.grid not in FLOW_GRIDS:
+            raise ValueError(f"--grid: {self.grid!r} is invalid; allowed: {grids}")
+        refs = self.reference_grids
+        if refs is not None:
+            if tuple(refs) == ("none",):
+                object.__setattr__(self, "reference_grids", refs := ())
+            if any(g not in FLOW_GRIDS for g in refs) or len(set(refs)) != len(refs) or self.grid in refs:
+                raise ValueError(
+                    f"--reference-grids: {list(refs)!r} is invalid; allowed: distinct grids among {grids} other "
+                    f"than --grid {self.grid!r}, or none"
+                )
         checks: list[tuple[str, Any, bool, str]] = [
             ("--invert", self.invert, 10 <= self.invert <= 10**6, "an integer in [10, 1e6]"),
             ("--samples", self.samples, 10 <= self.samples <= 10**6, "an integer in [10, 1e6]"),
@@ -187,16 +229,26 @@ class IncConfig:
                 raise ValueError(f"{flag}: {value!r} is invalid; allowed: {allowed}")
         self.correction_config()  # validates the correction flags
 
-    def inversion_settings(self, domain: str) -> tuple[float, int]:
-        """`(tol, max_iter)`: the given values, or the domain's defaults (`Domain.inc`; digits steps converge
-        slowly)."""
+    def resolved(self, domain: str) -> IncConfig:
+        """This config with every unset inversion setting (`tol`, `max_iter`, `grid`, `reference_grids`) taken
+        from the domain (`Domain.inc`): what a run uses and writes. `reference_grids` defaults to `linear`
+        when the grid is another, so that a corrected sampler is compared with the usual base sampler too."""
         from pgraft.registry import get_domain
 
         support = get_domain(domain).inc
         if support is None:
             raise ValueError(f"--model: the {domain} domain has no inverse noise correction")
-        tol = self.tol if self.tol is not None else support.tol
-        return tol, (self.max_iter if self.max_iter is not None else support.max_iter)
+        grid = self.grid if self.grid is not None else support.grid
+        refs = self.reference_grids
+        if refs is None:
+            refs = () if grid == "linear" else ("linear",)
+        return replace(
+            self,
+            tol=self.tol if self.tol is not None else support.tol,
+            max_iter=self.max_iter if self.max_iter is not None else support.max_iter,
+            grid=grid,
+            reference_grids=tuple(refs),
+        )
 
     def correction_config(self) -> CorrectionConfig:
         return CorrectionConfig(

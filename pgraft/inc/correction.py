@@ -234,9 +234,11 @@ def corrected_sample(
     num_inference_steps: int,
     correction: CorrectionFlow | None = None,
     correction_steps: int = 0,
+    grid: str = "linear",
 ) -> torch.Tensor:
     """`x = G(c(ε))` with `ε` drawn per seed exactly as `sampling.sample_iter` draws its initial noise, so a
-    corrected sample and the base sample of the same seed start from the same `ε` (docs/method.md §4.4)."""
+    corrected sample and the base sample of the same seed start from the same `ε` (docs/method.md §4.4);
+    `G` is the K-step sampler on `grid`."""
     eps = seeded_noise(seeds, base.sample_shape, 1)[:, 0]
     z = correction.sample(eps, correction_steps) if correction is not None else eps
-    return euler_sample(base, z.to(base.device), num_inference_steps)
+    return euler_sample(base, z.to(base.device), num_inference_steps, grid=grid)

@@ -109,6 +109,10 @@ def mmd_test(
     return MMDResult(observed, pvalue, float(null.quantile(0.95)), bandwidth)
 
 
+MIN_NOISES = 3
+"""The fewest noises `diagnose` accepts (a covariance and a two-sample test need a few)."""
+
+
 def diagnose(z: torch.Tensor, seed: int = 0, max_points: int = 1000, num_permutations: int = 200) -> NoiseDiagnostics:
     """All the figures of the module docstring for noises `z (n, *shape)` (flattened to `d` dimensions).
 
@@ -118,8 +122,8 @@ def diagnose(z: torch.Tensor, seed: int = 0, max_points: int = 1000, num_permuta
 
     x = z.double().flatten(1)
     n, d = x.shape
-    if n < 3:
-        raise ValueError(f"noise diagnostics need at least 3 noises, got {n}")
+    if n < MIN_NOISES:
+        raise ValueError(f"noise diagnostics need at least {MIN_NOISES} noises, got {n}")
     gen = torch.Generator().manual_seed(seed)
     mean = x.mean(0)
     cov = torch.cov(x.T).reshape(d, d)

@@ -88,13 +88,16 @@ class Inversion:
         return sum(1 + s.mean_iterations for s in self.steps)
 
 
-def flow_grid(model: DiffusionAdapter, num_inference_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sampler's `timesteps (K,)` and `sigmas (K + 1,)`, exactly as the diffusers scheduler sets them."""
+def flow_grid(
+    model: DiffusionAdapter, num_inference_steps: int, grid: str = "linear"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampler's `timesteps (K,)` and `sigmas (K + 1,)`, exactly as the diffusers scheduler sets them on
+    `grid` (`core.process.FLOW_GRIDS`)."""
     if not isinstance(model.process, FlowProcess):
         raise ValueError(
             f"--model: {model.name!r} is not a flow model; inverse noise correction needs a rectified flow"
         )
-    scheduler = model.process.make_scheduler(num_inference_steps)
+    scheduler = model.process.make_scheduler(num_inference_steps, grid=grid)
     return scheduler.timesteps.clone(), scheduler.sigmas.clone()
 
 
@@ -109,9 +112,11 @@ def euler_sample(
     num_inference_steps: int,
     batch_size: int | None = None,
     cond: Cond | torch.Tensor | None = None,
+    grid: str = "linear",
 ) -> torch.Tensor:
-    """`G(z)`: the flow model's discrete Euler sampler from given noises (the loop of `sampling.sample_iter`);
-    `cond`: row-aligned conditioning of a prompted model (a pipeline's `Cond`, a class-label tensor)."""
+    """`G(z)`: the flow model's discrete Euler sampler from given noises (the loop of `sampling.sample_iter`)
+    on `grid`; `cond`: row-aligned conditioning of a prompted model (a pipeline's `Cond`, a class-label
+    tensor)."""
     process = model.process
     device = model.device
     out = torch.empty_like(z, dtype=torch.float32, device="cpu")
@@ -119,7 +124,7 @@ def euler_sample(
     for lo in range(0, len(z), size):
         x = z[lo : lo + size].to(device)
         c = _rows(cond, slice(lo, lo + size), device)
-        scheduler = process.make_scheduler(num_inference_steps)
+        scheduler = process.make_scheduler(num_inference_steps, grid=grid)  # type: ignore[call-arg]
         with torch.inference_mode():
             for t in scheduler.timesteps:
                 v = model(x, t.to(device).expand(len(x)), c)
@@ -251,6 +256,7 @@ def invert_iter(
     on_failure: str = "raise",
     solver: str = "auto",
     cond: Cond | torch.Tensor | None = None,
+    grid: str = "linear",
 ) -> Generator[Progress, None, Inversion]:
     """Invert data `x` through the K-step Euler sampler, last step first (docs/method.md §4.1); `cond`:
     row-aligned conditioning of a prompted model (a pipeline's prompt embeddings: its latents are inverted
@@ -267,7 +273,7 @@ def invert_iter(
         raise ValueError(f"--max-iter: {max_iter!r} is invalid; allowed: an integer >= 1")
     if on_failure not in ("raise", "drop"):
         raise ValueError(f"--on-failure: {on_failure!r} is invalid; allowed: raise, drop")
-    timesteps, sigmas = flow_grid(model, num_inference_steps)
+    timesteps, sigmas = flow_grid(model, num_inference_steps, grid)
     num_steps = len(timesteps)
     size = batch_size or model.sampling_batch_size
     n_batches = max(1, -(-len(x) // size))

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from pgraft.core.events import Progress, drain
-from pgraft.inc.diagnostics import NoiseDiagnostics, diagnose
+from pgraft.inc.diagnostics import MIN_NOISES, NoiseDiagnostics, diagnose
 from pgraft.inc.inversion import Inversion, euler_sample, invert_iter
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -126,9 +126,11 @@ def invert_images_iter(
     max_iter: int = 200,
     on_failure: str = "drop",
     solver: str = "auto",
+    grid: str = "linear",
 ) -> Generator[Progress, None, ImageInversion]:
-    """Encode `images` with the pipeline's VAE and invert their latents through its K-step Euler sampler under
-    `prompts` (one per image); then sample again from the noises to measure the round trip."""
+    """Encode `images` with the pipeline's VAE and invert their latents through its K-step Euler sampler
+    (on `grid`: `linear` is the pipeline's own) under `prompts` (one per image); then sample again from the
+    noises to measure the round trip."""
     encode = getattr(model, "encode_images", None)
     if encode is None:
         raise ValueError(
@@ -142,14 +144,14 @@ def invert_images_iter(
     cond = model.encode(list(prompts))
     inversion = yield from invert_iter(
         model, latents, num_inference_steps, tol=tol, max_iter=max_iter, on_failure=on_failure, solver=solver,
-        cond=cond,
+        cond=cond, grid=grid,
     )  # fmt: skip
     yield Progress("round trip", 0, 1)
     kept = ~inversion.failed
     resampled = torch.full_like(latents, float("nan"))
     if bool(kept.any()):
-        resampled[kept] = euler_sample(model, inversion.noises[kept], num_inference_steps, cond=cond[kept])
-    diagnostics = diagnose(coordinates(inversion.kept.flatten(1))) if int(kept.sum()) > 1 else None
+        resampled[kept] = euler_sample(model, inversion.noises[kept], num_inference_steps, cond=cond[kept], grid=grid)
+    diagnostics = diagnose(coordinates(inversion.kept.flatten(1))) if int(kept.sum()) >= MIN_NOISES else None
     return ImageInversion(
         names or [str(i) for i in range(len(images))], list(prompts), latents, inversion, resampled, diagnostics
     )

@@ -2,7 +2,8 @@
 
 `run_inc_iter(config)` is a generator of events (`Progress`, `Notice`) that returns an `IncResult`:
 
-1. the base line: the flow's K-step Euler sampler for every K in `steps`, scored on the same seeds;
+1. the base line: the flow's K-step Euler sampler on `grid` for every K in `steps`, scored on the same seeds
+   (and, as reference rows, the same on every grid of `reference_grids`);
 2. for every K: invert real data through that sampler (backward Euler), diagnose the inverted noises
    against `N(0, I)`, train a correction flow on them, and score `G_K(c(ε))` for every number of
    correction steps m, again on the same seeds;
@@ -91,10 +92,18 @@ def count_flops(model: Any, config: IncConfig) -> dict[str, float]:
     return {"base": base, "correction": corr}
 
 
-def _row(result: IncResult, quality: Quality, k: int, m: int, samples: torch.Tensor) -> dict[str, Any]:
+def _row(
+    result: IncResult, quality: Quality, k: int, m: int, samples: torch.Tensor, grid: str | None = None
+) -> dict[str, Any]:
+    """One table row; `grid` other than the run's marks a reference base sampler."""
     flops = flops_per_image(result.flops["base"], k, result.flops["correction"], m)
-    method = "corrected" if m else "base"
-    row = {"method": method, "num_inference_steps": k, "correction_steps": m, "nfe": k + m, "flops_per_image": flops}
+    run_grid = result.config.grid
+    grid = grid or run_grid
+    method = "corrected" if m else "base" if grid == run_grid else "reference"
+    row = {
+        "method": method, "grid": grid, "num_inference_steps": k, "correction_steps": m, "nfe": k + m,
+        "flops_per_image": flops,
+    }  # fmt: skip
     return {**row, **quality.score(samples)}
 
 
@@ -112,6 +121,7 @@ def run_inc_iter(
 
             domain = get_model_spec(config.model).domain
             return IncResult(config, config.model, domain, "", True, {}, cancelled=True)
+    config = config.resolved(model.domain)
     quality = make_quality(model, config.seed)
     result = IncResult(
         config,
@@ -124,13 +134,22 @@ def run_inc_iter(
     )
     eval_seeds = sample_seeds(config.seed, EVAL_STREAM, config.samples)
     preview_seeds = sample_seeds(config.seed, PREVIEW_STREAM, config.preview)
+    grid = config.grid
+    assert grid is not None  # `IncConfig.resolved`
     try:
         for i, k in enumerate(config.steps):
-            result.rows.append(_row(result, quality, k, 0, corrected_sample(model, eval_seeds, k)))
-            result.previews[(k, 0)] = corrected_sample(model, preview_seeds, k)
+            result.rows.append(_row(result, quality, k, 0, corrected_sample(model, eval_seeds, k, grid=grid)))
+            result.previews[(k, 0)] = corrected_sample(model, preview_seeds, k, grid=grid)
             yield Progress("sampling the base flow", i + 1, len(config.steps), scope=(("K", k),))
             if should_stop():
                 raise Stopped
+        for ref in config.reference_grids or ():
+            for i, k in enumerate(config.steps):
+                samples = corrected_sample(model, eval_seeds, k, grid=ref)
+                result.rows.append(_row(result, quality, k, 0, samples, grid=ref))
+                yield Progress(f"sampling the base flow on the {ref} grid", i + 1, len(config.steps), scope=(("K", k),))
+                if should_stop():
+                    raise Stopped
         data = quality.real_data(config.invert)
         for k in config.steps:
             yield from _correct_at(result, quality, model, data, k, eval_seeds, preview_seeds, should_stop)
@@ -151,11 +170,12 @@ def _correct_at(
 ) -> Generator[IncEvent, None, None]:
     """Invert at K steps, diagnose, train the correction, score and preview every correction step count."""
     config = result.config
-    tol, max_iter = config.inversion_settings(model.domain)
+    tol, max_iter, grid = config.tol, config.max_iter, config.grid
+    assert tol is not None and max_iter is not None and grid is not None  # `IncConfig.resolved`
     stage = f"inverting {len(data)} real samples"
     try:
         inversion: Inversion = yield from relay(
-            invert_iter(model, data, k, tol, max_iter, on_failure=config.on_failure, solver=config.solver),
+            invert_iter(model, data, k, tol, max_iter, on_failure=config.on_failure, solver=config.solver, grid=grid),
             should_stop,
             stage=stage,
             K=k,
@@ -174,9 +194,12 @@ def _correct_at(
     if n_failed:
         worst = max(inversion.steps, key=lambda s: s.failed)
         note = (
-            f"K={k}: {n_failed} of {len(data)} real samples did not invert (backward Euler does not contract, "
-            f"mostly at step {worst.index}, step size {worst.step_size:.3g}); they are left out of the correction"
+            f"K={k}: {n_failed} of {len(data)} real samples did not invert to --tol {tol:g} (backward Euler does "
+            f"not contract, mostly at step {worst.index}, sigma {worst.sigma:.3g} -> {worst.sigma_next:.3g}); they "
+            "are left out of the correction"
         )
+        if grid == "linear":
+            note += "; --grid karras ends with short steps, where every sample has a preimage"
         result.notices.append(note)
         yield Notice(note)
     result.inversions[k] = inversion
@@ -194,8 +217,8 @@ def _correct_at(
         raise Stopped
     result.corrections[k], result.training[k] = flow, record
     for j, m in enumerate(config.correction_steps):
-        result.rows.append(_row(result, quality, k, m, corrected_sample(model, eval_seeds, k, flow, m)))
-        result.previews[(k, m)] = corrected_sample(model, preview_seeds, k, flow, m)
+        result.rows.append(_row(result, quality, k, m, corrected_sample(model, eval_seeds, k, flow, m, grid)))
+        result.previews[(k, m)] = corrected_sample(model, preview_seeds, k, flow, m, grid)
         yield Progress("sampling base + correction", j + 1, len(config.correction_steps), scope=(("K", k),))
 
 

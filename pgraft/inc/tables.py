@@ -11,42 +11,56 @@ import pandas as pd
 
 def quality_table(rows: list[dict[str, Any]], primary: str, higher_is_better: bool) -> pd.DataFrame:
     """The rows as a table, plus for every corrected row the cheapest base sampler with at least its FLOPs
-    (`base_steps_at_equal_flops`, its `primary` metric, and `gain_at_equal_flops` > 0 when the corrected row
-    is better: the paper's claim is better quality at no more compute). When the quality gives a standard
+    (`base_steps_at_equal_flops`, `base_grid_at_equal_flops`, its `primary` metric, and `gain_at_equal_flops`
+    > 0 when the corrected row is better: the paper's claim is better quality at no more compute). Reference
+    rows (`method == "reference"`, base samplers on other grids) compete too: at equal cost the best base of
+    any grid is the comparison. When the quality gives a standard
     error `<primary>_se` (digits: a bootstrap), `gain_se` is that of the gain (the two rows' errors combined,
     their samples being scored independently) and `gain_beyond_noise` says whether the gain exceeds
-    1.96 `gain_se`. `gain_vs_same_k` (with `_se` and `_beyond_noise`) compares with the base sampler of the same
-    K, cheaper by the correction's FLOPs only."""
+    1.96 `gain_se`. `gain_vs_same_k` (with `_se` and `_beyond_noise`) compares with the best base sampler of the
+    same K on any grid, cheaper by the correction's FLOPs only; `gain_vs_own_grid` with the base of the same K on
+    the corrected sampler's own grid (what the correction itself did)."""
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    base = table[table["method"] == "base"].sort_values("flops_per_image")
+    if "grid" not in table.columns:
+        table.insert(1, "grid", "linear")
+    sign = 1.0 if higher_is_better else -1.0
+    # Every base sampler, of the run's grid and of the reference grids: at one cost the best of them is the
+    # one a corrected sampler has to beat.
+    uncorrected = table[table["method"].isin(("base", "reference"))]
+    uncorrected = uncorrected.assign(_key=-sign * uncorrected[primary]).sort_values(["flops_per_image", "_key"])
+    base = table[table["method"] == "base"]
     se = f"{primary}_se"
-    steps, values, errors = [], [], []
+    steps, grids, values, errors = [], [], [], []
     for _, row in table.iterrows():
-        richer = base[base["flops_per_image"] >= row["flops_per_image"]] if row["method"] == "corrected" else base[:0]
+        is_corrected = row["method"] == "corrected"
+        richer = uncorrected[uncorrected["flops_per_image"] >= row["flops_per_image"]] if is_corrected else base[:0]
         steps.append(int(richer["num_inference_steps"].iloc[0]) if len(richer) else None)
+        grids.append(str(richer["grid"].iloc[0]) if len(richer) else None)
         values.append(float(richer[primary].iloc[0]) if len(richer) else np.nan)
         if se in table.columns:
             errors.append(float(np.hypot(row[se], richer[se].iloc[0])) if len(richer) else np.nan)
     table["base_steps_at_equal_flops"] = pd.array(steps, dtype="Int64")
+    table["base_grid_at_equal_flops"] = grids
     table[f"base_{primary}_at_equal_flops"] = values
-    sign = 1.0 if higher_is_better else -1.0
     table["gain_at_equal_flops"] = sign * (table[primary] - table[f"base_{primary}_at_equal_flops"])
     # Against the base at the same K, which costs only the correction's m × FLOPs(c) less (a few parts in ten
     # thousand on digits): with a coarse grid of K the strict comparison above jumps to the next K, twice the cost.
-    same = base.set_index("num_inference_steps")
+    # `same_k`: the best base of any grid at that K; `own_grid`: the base the correction was trained for.
     corrected = table["method"] == "corrected"
-    same_value = table["num_inference_steps"].map(same[primary]).where(corrected)
-    table["gain_vs_same_k"] = sign * (table[primary] - same_value)
+    best_at_k = uncorrected.drop_duplicates("num_inference_steps").set_index("num_inference_steps")
+    own = base.set_index("num_inference_steps")
+    comparisons = [("gain_at_equal_flops", "gain_se", "gain_beyond_noise")]
+    for name, ref in (("gain_vs_same_k", best_at_k), ("gain_vs_own_grid", own)):
+        table[name] = sign * (table[primary] - table["num_inference_steps"].map(ref[primary]).where(corrected))
+        if se in table.columns:
+            ref_se = table["num_inference_steps"].map(ref[se])
+            table[f"{name}_se"] = ((table[se] ** 2 + ref_se**2) ** 0.5).where(corrected)
+            comparisons.append((name, f"{name}_se", f"{name}_beyond_noise"))
     if se in table.columns:
         table["gain_se"] = errors
-        same_se = table["num_inference_steps"].map(same[se])
-        table["gain_vs_same_k_se"] = ((table[se] ** 2 + same_se**2) ** 0.5).where(corrected)
-        for gain_col, err_col, out_col in (
-            ("gain_at_equal_flops", "gain_se", "gain_beyond_noise"),
-            ("gain_vs_same_k", "gain_vs_same_k_se", "gain_vs_same_k_beyond_noise"),
-        ):
+        for gain_col, err_col, out_col in comparisons:
             pairs = zip(table[gain_col], table[err_col], strict=True)
             table[out_col] = pd.array([None if np.isnan(g) else bool(g > 1.96 * e) for g, e in pairs], dtype="boolean")
     return table

@@ -79,14 +79,23 @@ def noise_scatter(
 def quality_vs_flops(
     table: pd.DataFrame, metric: str, x: str = "flops_per_image", label: str | None = None
 ) -> go.Figure:
-    """Quality against compute: the base line over K and one corrected line per number of correction steps m
-    (`label`: the metric's axis label)."""
+    """Quality against compute: the base line over K, a dotted base line per reference grid, and one corrected
+    line per number of correction steps m (`label`: the metric's axis label)."""
     fig = go.Figure()
     base = table[table["method"] == "base"].sort_values(x)
     fig.add_scatter(
         x=base[x], y=base[metric], mode="lines+markers", name="base flow", line={"color": BASE_COLOR, "width": 2},
         text=[f"K={k}" for k in base["num_inference_steps"]], hovertemplate="%{text}<br>%{x:.3s}<br>%{y:.4g}",
     )  # fmt: skip
+    references = table[table["method"] == "reference"] if "method" in table else table[:0]
+    for grid, group in references.groupby("grid"):
+        group = group.sort_values(x)
+        fig.add_scatter(
+            x=group[x], y=group[metric], mode="lines+markers", name=f"base flow, {grid} grid",
+            line={"color": BASE_COLOR, "width": 1.5, "dash": "dot"},
+            text=[f"K={k}, {grid} grid" for k in group["num_inference_steps"]],
+            hovertemplate="%{text}<br>%{x:.3s}<br>%{y:.4g}",
+        )  # fmt: skip
     corrected = table[table["method"] == "corrected"]
     for i, (m, group) in enumerate(corrected.groupby("correction_steps")):
         group = group.sort_values(x)

@@ -30,10 +30,14 @@ FALLBACK: dict[str, Any] = {"steps": "8, 16, 32", "correction_steps": "1, 2, 4",
 
 
 def model_defaults(model: str) -> dict[str, Any]:
-    """The tab's starting values for a flow model: its domain's (`IncSupport.app_defaults`), else `FALLBACK`."""
+    """The tab's starting values for a flow model: its domain's (`IncSupport.app_defaults`, and its grid with
+    the reference grids a run would use), else `FALLBACK`."""
     support = DOMAINS[MODELS[model].domain].inc if model in MODELS else None
     values = dict(support.app_defaults.get(model, {})) if support is not None else {}
-    return {**FALLBACK, **values}
+    grids: dict[str, Any] = {"grid": "linear", "reference_grids": []}
+    if support is not None:
+        grids = {"grid": support.grid, "reference_grids": [] if support.grid == "linear" else ["linear"]}
+    return {**FALLBACK, **grids, **values}
 
 
 INTRO = """
@@ -69,10 +73,14 @@ def _trains(model: str) -> bool:
 
 def make_config(
     model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float, samples: float,
-    correction_train_steps: float, seed: float, device: str,
+    correction_train_steps: float, seed: float, device: str, grid: str | None = None,
+    reference_grids: list[str] | None = None,
 ) -> IncConfig:  # fmt: skip
-    """The library config of the tab's controls (toy2d-flow alone has a training length)."""
+    """The library config of the tab's controls (models with a training length take `train_steps`; `grid`
+    and `reference_grids` left out take the domain's)."""
     return IncConfig(
+        grid=grid or None,
+        reference_grids=tuple(g for g in reference_grids if g != grid) if reference_grids is not None else None,
         model=model,
         train_steps=int(train_steps) if _trains(model) and train_steps is not None else None,
         steps=parse_steps("K (base sampler steps)", steps),
@@ -93,15 +101,19 @@ def _preview(model: str) -> int:
 
 def status_text(result: IncResult, seconds: float) -> str:
     table = result.table()
-    gains = table[table["method"] == "corrected"]["gain_at_equal_flops"].dropna() if len(table) else []
+    corrected = table[table["method"] == "corrected"].dropna(subset=["gain_at_equal_flops"]) if len(table) else None
     word = "Stopped" if result.cancelled else "Done"
     lines = [f"**{word}** in {seconds:.0f} s: {len(table)} samplers scored on `{result.model_name}`."]
-    if len(gains):
-        best = float(max(gains))
+    if corrected is not None and len(corrected):
+        row = corrected.loc[corrected["gain_at_equal_flops"].idxmax()]
+        best = float(row["gain_at_equal_flops"])
         verdict = "better" if best > 0 else "not better"
+        noise = f" ± {1.96 * float(row['gain_se']):.2g}" if "gain_se" in row else ""
         lines.append(
-            f"Best corrected sampler vs the cheapest base sampler with at least its FLOPs: {verdict} "
-            f"({result.primary} {best:+.3g})."
+            f"Best corrected sampler (K={row['num_inference_steps']}, m={row['correction_steps']}, {row['grid']} "
+            f"grid) vs the cheapest base sampler with at least its FLOPs (K={row['base_steps_at_equal_flops']}, "
+            f"{row['base_grid_at_equal_flops']} grid): {verdict} ({result.primary} {best:+.3g}{noise}). Against "
+            f"its own grid's base at the same K: {float(row['gain_vs_own_grid']):+.3g}."
         )
     lines += [f"⚠ {note}" for note in result.notices]
     return "\n\n".join(lines)
@@ -118,13 +130,15 @@ class IncHandlers:
 
     def run(
         self, model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float,
-        samples: float, correction_train_steps: float, seed: float, request: gr.Request,
+        samples: float, correction_train_steps: float, seed: float, grid: str | None = None,
+        reference_grids: list[str] | None = None, request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio finds the tracker by its default)
     ) -> Generator[tuple[Any, ...], None, None]:  # fmt: skip
         try:
             config = make_config(
-                model, train_steps, steps, correction_steps, invert, samples, correction_train_steps, seed, self.device
-            )
+                model, train_steps, steps, correction_steps, invert, samples, correction_train_steps, seed,
+                self.device, grid, reference_grids,
+            )  # fmt: skip
             self.check_limits(config)
         except ValueError as exc:
             raise gr.Error(str(exc), title="Invalid setting") from None
@@ -206,6 +220,8 @@ def model_changed(model: str) -> tuple[Any, ...]:
         d["steps"],
         d["correction_steps"],
         d["invert"],
+        d["grid"],
+        d["reference_grids"],
     )
 
 
@@ -224,6 +240,8 @@ def build_tab(ctx: TabContext) -> None:
             )
             steps = control("steps", IncConfig, value=d["steps"])
             correction_steps = control("correction_steps", IncConfig, value=d["correction_steps"])
+            grid = control("grid", IncConfig, value=d["grid"], elem_id="inc-grid")
+            reference_grids = control("reference_grids", IncConfig, value=d["reference_grids"])
             with gr.Accordion("Data and training", open=False):
                 invert = control("invert", IncConfig, value=d["invert"])
                 samples = control("samples", IncConfig)
@@ -250,7 +268,8 @@ def build_tab(ctx: TabContext) -> None:
     view_outputs = [quality, norms, scatter, samples_plot, table, diag]
     run.click(
         handlers.run,
-        [model, train_steps, steps, correction_steps, invert, samples, correction_train, seed],
+        # grid and reference grids last: the API's earlier positional parameters keep their places
+        [model, train_steps, steps, correction_steps, invert, samples, correction_train, seed, grid, reference_grids],
         [status, *view_outputs, state, view_k, view_m, files],
         api_name="inc",
         concurrency_id=ctx.heavy_concurrency_id,
@@ -264,7 +283,7 @@ def build_tab(ctx: TabContext) -> None:
     model.change(
         model_changed,
         model,
-        [train_steps, steps, correction_steps, invert],
+        [train_steps, steps, correction_steps, invert, grid, reference_grids],
         api_visibility="undocumented",
         concurrency_limit=None,
     )
