@@ -42,8 +42,9 @@ def pick_model(requested: str, weights: Path | None) -> tuple[IncConfig, Diffusi
 def time_parts(config: IncConfig, model: DiffusionModel, k: int, n: int) -> None:
     data = make_quality(model, config.seed).real_data(n)
     t0 = time.perf_counter()
-    tol, max_iter = config.inversion_settings(model.domain)
-    inv = invert(model, data, k, tol=tol, max_iter=max_iter, on_failure="drop")
+    resolved = config.resolved(model.domain)
+    tol, max_iter, grid = float(resolved.tol or 0), int(resolved.max_iter or 0), str(resolved.grid)
+    inv = invert(model, data, k, tol=tol, max_iter=max_iter, on_failure="drop", grid=grid)
     t_inv = time.perf_counter() - t0
     gen = train_correction_iter(inv.kept, config.correction_config())
     t0 = time.perf_counter()
@@ -51,7 +52,7 @@ def time_parts(config: IncConfig, model: DiffusionModel, k: int, n: int) -> None
         pass
     t_train = time.perf_counter() - t0
     print(f"{'part':<52}{'seconds':>10}")
-    print(f"{f'invert {len(data)} real samples through K={k} Euler steps':<52}{t_inv:>10.2f}")
+    print(f"{f'invert {len(data)} real samples through K={k} Euler steps ({grid})':<52}{t_inv:>10.2f}")
     print(f"{'  velocity evaluations per sample':<52}{inv.evaluations_per_sample:>10.1f}")
     print(f"{'  samples that did not invert (dropped)':<52}{int(inv.failed.sum()):>10d}")
     c = config.correction_config()
@@ -96,7 +97,7 @@ def main() -> None:
         if isinstance(ev, Notice):
             print(f"note: {ev.message}")
     table = result.table()
-    cols = ["method", "num_inference_steps", "correction_steps", "flops_per_image", result.primary]
+    cols = ["method", "grid", "num_inference_steps", "correction_steps", "flops_per_image", result.primary]
     cols += [c for c in ("mmd",) if c in table.columns] + ["gain_at_equal_flops"]
     seconds = time.perf_counter() - t0
     print(f"\nquality vs FLOPs per image ({config.samples} samples per row; whole run {seconds:.0f} s)")

@@ -115,3 +115,19 @@ def test_outputs_live_in_the_session_folder_and_go_with_the_session(tmp_path) ->
     assert files and all(Path(f).is_relative_to(folder) and Path(f).exists() for f in files)
     store.close(REQUEST)
     assert not folder.exists() and not any(Path(f).exists() for f in files)
+
+
+def test_the_correction_search_runs_from_the_tab_within_the_servers_budget() -> None:
+    from pgraft.ui.limits import Limits
+
+    out = _finish(IncHandlers("cpu").run(*TINY, "linear", [], "16, 32", "5, 10", request=REQUEST))
+    result = out[7]
+    table = result.training[16]["search"]
+    assert sorted((r["hidden"], r["train_steps"]) for r in table) == [(16, 5), (16, 10), (32, 5), (32, 10)]
+    best = min(table, key=lambda r: r["validation_loss"])
+    assert result.corrections[16].hidden == best["hidden"]
+    small = IncHandlers("cpu", limits=Limits(correction_train_steps=100))
+    with pytest.raises(gr.Error, match="--search-\\* \\(training steps of all candidates\\): 120"):
+        next(small.run(*TINY, "linear", [], "16, 32", "20, 40", request=REQUEST))
+    with pytest.raises(gr.Error, match="Search: correction widths"):
+        next(IncHandlers("cpu").run(*TINY, "linear", [], "wide", "", request=REQUEST))

@@ -145,12 +145,24 @@ class IncConfig:
         default=(),
         metadata={
             "help": "correction widths to choose from by validation loss on a held-out fifth of the inverted noises "
-            "(with --search-train-steps; empty: --correction-hidden, no search)"
+            "(with --search-train-steps; empty: --correction-hidden, no search)",
+            "ui": {
+                "widget": "textbox",
+                "label": "Search: correction widths",
+                "placeholder": "e.g. 16, 64, 256 (empty: width 64, no search)",
+            },
         },
     )
     search_train_steps: tuple[int, ...] = field(
         default=(),
-        metadata={"help": "correction training steps to choose from by the same validation loss (empty: no search)"},
+        metadata={
+            "help": "correction training steps to choose from by the same validation loss (empty: no search)",
+            "ui": {
+                "widget": "textbox",
+                "label": "Search: correction training steps",
+                "placeholder": "e.g. 200, 500, 2000 (empty: the slider's, no search)",
+            },
+        },
     )
     correction_batch_size: int = field(default=512, metadata={"help": "batch size of correction training"})
     correction_lr: float = field(default=1e-2, metadata={"help": "peak learning rate of correction training"})

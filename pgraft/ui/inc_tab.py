@@ -53,15 +53,16 @@ def model_choices() -> list[str]:
     return [n for n, s in MODELS.items() if s.kind == "flow" and DOMAINS[s.domain].inc is not None]
 
 
-def parse_steps(flag: str, text: str) -> tuple[int, ...]:
-    """`"8, 16, 32"` → `(8, 16, 32)`; anything else raises `ValueError` naming the setting."""
+def parse_steps(flag: str, text: str, empty: bool = False) -> tuple[int, ...]:
+    """`"8, 16, 32"` → `(8, 16, 32)` (`empty`: `""` → `()`); anything else raises `ValueError` naming the
+    setting."""
     try:
-        values = tuple(int(part) for part in str(text).replace(",", " ").split())
+        values = tuple(int(part) for part in str(text or "").replace(",", " ").split())
     except ValueError:
         raise ValueError(
             f"{flag}: {text!r} is invalid; allowed: integers separated by commas, e.g. 8, 16, 32"
         ) from None
-    if not values:
+    if not values and not empty:
         raise ValueError(f"{flag}: {text!r} is empty; allowed: integers separated by commas, e.g. 8, 16, 32")
     return values
 
@@ -74,7 +75,7 @@ def _trains(model: str) -> bool:
 def make_config(
     model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float, samples: float,
     correction_train_steps: float, seed: float, device: str, grid: str | None = None,
-    reference_grids: list[str] | None = None,
+    reference_grids: list[str] | None = None, search_hidden: str = "", search_train_steps: str = "",
 ) -> IncConfig:  # fmt: skip
     """The library config of the tab's controls (models with a training length take `train_steps`; `grid`
     and `reference_grids` left out take the domain's)."""
@@ -89,6 +90,8 @@ def make_config(
         samples=int(samples),
         preview=_preview(model),
         correction_train_steps=int(correction_train_steps),
+        search_hidden=parse_steps("Search: correction widths", search_hidden, empty=True),
+        search_train_steps=parse_steps("Search: correction training steps", search_train_steps, empty=True),
         seed=int(seed),
         device=device,
     )
@@ -131,13 +134,14 @@ class IncHandlers:
     def run(
         self, model: str, train_steps: float | None, steps: str, correction_steps: str, invert: float,
         samples: float, correction_train_steps: float, seed: float, grid: str | None = None,
-        reference_grids: list[str] | None = None, request: gr.Request | None = None,
+        reference_grids: list[str] | None = None, search_hidden: str = "", search_train_steps: str = "",
+        request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio finds the tracker by its default)
     ) -> Generator[tuple[Any, ...], None, None]:  # fmt: skip
         try:
             config = make_config(
                 model, train_steps, steps, correction_steps, invert, samples, correction_train_steps, seed,
-                self.device, grid, reference_grids,
+                self.device, grid, reference_grids, search_hidden, search_train_steps,
             )  # fmt: skip
             self.check_limits(config)
         except ValueError as exc:
@@ -171,6 +175,10 @@ class IncHandlers:
         self.limits.check("invert", config.invert)
         self.limits.check("correction_samples", config.samples, "--samples")
         self.limits.check("correction_train_steps", config.correction_train_steps)
+        if config.search_hidden or config.search_train_steps:  # every candidate trains, one after another
+            widths = len(config.search_hidden) or 1
+            steps = sum(config.search_train_steps) or config.correction_train_steps
+            self.limits.check("correction_train_steps", widths * steps, "--search-* (training steps of all candidates)")
         self.limits.check("num_inference_steps", max(config.steps), "--steps")
         runs = len(config.steps) * len(config.correction_steps)
         self.limits.check("correction_runs", runs, "--steps x --correction-steps (count)")
@@ -246,6 +254,8 @@ def build_tab(ctx: TabContext) -> None:
                 invert = control("invert", IncConfig, value=d["invert"])
                 samples = control("samples", IncConfig)
                 correction_train = control("correction_train_steps", IncConfig)
+                search_hidden = control("search_hidden", IncConfig, value="")
+                search_train_steps = control("search_train_steps", IncConfig, value="")
                 seed = control("seed", IncConfig)
             with gr.Row():
                 run = gr.Button("Run", variant="primary", elem_id="inc-run")
@@ -266,10 +276,12 @@ def build_tab(ctx: TabContext) -> None:
                 diag = gr.Dataframe(label="Inverted noise against N(0, I), per K", interactive=False)
     state = gr.State(None)
     view_outputs = [quality, norms, scatter, samples_plot, table, diag]
+    inputs = [model, train_steps, steps, correction_steps, invert, samples, correction_train, seed]
+    inputs += [grid, reference_grids, search_hidden, search_train_steps]  # newer ones last: the /inc API's
+    # earlier positional parameters keep their places
     run.click(
         handlers.run,
-        # grid and reference grids last: the API's earlier positional parameters keep their places
-        [model, train_steps, steps, correction_steps, invert, samples, correction_train, seed, grid, reference_grids],
+        inputs,
         [status, *view_outputs, state, view_k, view_m, files],
         api_name="inc",
         concurrency_id=ctx.heavy_concurrency_id,
