@@ -4,45 +4,18 @@ Never `playwright install` (it downloads a browser): the test uses the system's 
 `.ci/run` installs when it is missing.
 """
 
-import shutil
-
 import pytest
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = shutil.which("chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+WARM_APP = True  # as `python app.py`: the models are loaded before the first page
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from pgraft.ui.app import build_demo
-
-    demo = build_demo(device="cpu", sessions_root=tmp_path_factory.mktemp("sessions"))
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.goto(demo.local_url)
-        page.wait_for_selector("#run", timeout=60_000)
-        # The page has settled when the load events have drawn the rule's plot: before that the layout still
-        # moves, and an element screenshot waits for it to stand still (once timed out after 30 s in CI).
-        page.wait_for_selector("#reshaping .js-plotly-plot", timeout=120_000)
-        yield page
-        browser.close()
-    demo.close()
+def page(app_page):
+    page = app_page()
+    yield page
+    page.close()
 
 
 def test_a_toy_round_draws_the_histogram_and_the_samples(page, tmp_path):

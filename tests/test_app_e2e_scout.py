@@ -2,48 +2,9 @@
 no error, a typed threshold out of range is brought back and said, Run and the first results fit a 1440×1000
 screen, the sweep's tolerance box starts blank, and two runs are ticked and overlaid in the comparison."""
 
-import shutil
-
 import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-CHROMIUM = shutil.which("chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ERRORS = "() => [...document.querySelectorAll('.toast-body')].map(t => t.innerText).filter(t => /Error/.test(t))"
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from pgraft.ui.app import build_demo, launch
-
-    demo = build_demo(device="cpu", sessions_root=tmp_path_factory.mktemp("sessions"), warm=False)
-    launch(demo, prevent_thread_lock=True, quiet=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield demo, browser
-        browser.close()
-    demo.close()
-
-
-def _page(app, width=1440, height=1000):
-    demo, browser = app
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.goto(demo.local_url)
-    page.wait_for_selector("#reshaping .js-plotly-plot", timeout=120_000)  # the load events have settled
-    return page
 
 
 def _pick(page, elem_id: str, text: str) -> None:
@@ -56,24 +17,24 @@ def _settle(page, ms: int = 4000) -> None:
     page.wait_for_function("() => !document.querySelector('#reshaping .pending, #reshaping .eta-bar')", timeout=60_000)
 
 
-def test_presets_on_a_fresh_page_set_a_consistent_state_with_no_error(app):
-    page = _page(app)
+def test_presets_on_a_fresh_page_set_a_consistent_state_with_no_error(app_page, toast_errors):
+    page = app_page()
     _pick(page, "preset", "rare mode")
     _settle(page)
-    assert page.evaluate(ERRORS) == []  # was: "Value 0 is greater than maximum value -0.1"
+    assert toast_errors(page) == []  # was: "Value 0 is greater than maximum value -0.1"
     assert page.locator("#reward input").input_value().startswith("mode")
     for preset in ("one digit wins", "Push right", "rare mode"):
         _pick(page, "preset", preset)
         _settle(page)
         text = page.locator("#reshaping").inner_text()
         assert "Cannot" not in text and "not an argument" not in text, (preset, text)
-    assert page.evaluate(ERRORS) == []
+    assert toast_errors(page) == []
     page.screenshot(path="/tmp/shots/e2e_presets.png")
     page.close()
 
 
-def test_a_threshold_typed_out_of_range_is_brought_back_and_said(app):
-    page = _page(app)
+def test_a_threshold_typed_out_of_range_is_brought_back_and_said(app_page, toast_errors):
+    page = app_page()
     _pick(page, "rule", "threshold")
     _settle(page, 2000)
     box = page.get_by_label("number input for Threshold", exact=False)
@@ -82,12 +43,12 @@ def test_a_threshold_typed_out_of_range_is_brought_back_and_said(app):
     box.blur()
     page.wait_for_function("() => /100 is above every base reward/.test(document.body.innerText)", timeout=30_000)
     assert float(box.input_value()) < 100
-    assert page.evaluate(ERRORS) == []  # was: a red Error badge on the rule panel
+    assert toast_errors(page) == []  # was: a red Error badge on the rule panel
     page.close()
 
 
-def test_run_and_the_first_results_fit_a_1440_by_1000_screen_and_the_tolerance_box_is_blank(app):
-    page = _page(app)
+def test_run_and_the_first_results_fit_a_1440_by_1000_screen_and_the_tolerance_box_is_blank(app_page, toast_errors):
+    page = app_page()
     run, histogram = (page.locator(f"#{e}").bounding_box() for e in ("run", "histogram"))
     assert run["y"] + run["height"] <= 1000 and histogram["y"] + 0.5 * histogram["height"] <= 1000
     assert run["y"] < 300  # was about 1410 px, below every control
@@ -98,8 +59,8 @@ def test_run_and_the_first_results_fit_a_1440_by_1000_screen_and_the_tolerance_b
     page.close()
 
 
-def test_two_runs_are_ticked_and_overlaid(app):
-    page = _page(app)
+def test_two_runs_are_ticked_and_overlaid(app_page, toast_errors):
+    page = app_page()
     page.locator("#rounds input[type=number]").fill("1")
     page.locator("#rounds input[type=number]").press("Enter")
     names = []
@@ -143,11 +104,8 @@ OVERLAPS = """(sel) => {
 }"""
 
 
-def test_at_820_px_no_titles_overlap_and_dark_plots_follow_the_page(app):
-    demo, browser = app
-    page = browser.new_page(viewport={"width": 820, "height": 1000}, color_scheme="dark")
-    page.goto(demo.local_url + "?__theme=dark")
-    page.wait_for_selector("#reshaping .js-plotly-plot", timeout=120_000)
+def test_at_820_px_no_titles_overlap_and_dark_plots_follow_the_page(app_page, tmp_path):
+    page = app_page(820, 1000, "?__theme=dark", color_scheme="dark")
     page.locator("#rounds input[type=number]").fill("1")
     page.locator("#rounds input[type=number]").press("Enter")
     page.click("#run")
@@ -158,7 +116,7 @@ def test_at_820_px_no_titles_overlap_and_dark_plots_follow_the_page(app):
         assert page.evaluate(OVERLAPS, figure) == [], figure  # was: the curves' and samples' titles at 820 px
     background = page.evaluate("() => getComputedStyle(document.querySelector('#curves .main-svg')).backgroundColor")
     assert background in ("rgba(0, 0, 0, 0)", "transparent")  # the dark page shows through, not a white card
-    page.screenshot(path="/tmp/shots/e2e_820_dark.png", full_page=True)
+    page.screenshot(path=str(tmp_path / "e2e_820_dark.png"), full_page=True)
     page.close()
 
 
@@ -172,14 +130,13 @@ REWARDS = {"e2e-diagonal": RewardSpec(_diagonal, "toy2d", "x + y: push mass to t
 """
 
 
-def test_the_launcher_offers_a_reward_module_and_reopens_a_kept_run_after_a_restart(app, tmp_path):
+def test_the_launcher_offers_a_reward_module_and_reopens_a_kept_run_after_a_restart(chromium, tmp_path):
     import os
     import socket
     import subprocess
     import sys
     from pathlib import Path
 
-    _demo, browser = app
     (tmp_path / "e2e_rewards.py").write_text(REWARD_MODULE)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -197,7 +154,7 @@ def test_the_launcher_offers_a_reward_module_and_reopens_a_kept_run_after_a_rest
         raise AssertionError(f"the app did not start (exit {proc.wait()})")
 
     def open_page():
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page = chromium.new_page(viewport={"width": 1440, "height": 1000})
         for _ in range(60):  # the server binds its port a moment after the line is printed
             try:
                 page.goto(f"http://127.0.0.1:{port}")

@@ -2,44 +2,17 @@
 trials into the table and the Pareto plot, "Use this trial" switches to the Rounds tab with the trial's
 settings, and "Export full run" shows the accelerate command. A screenshot is left in the test's folder."""
 
-import shutil
-
 import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ERRORS = "() => [...document.querySelectorAll('.toast-body')].map(t => t.innerText).filter(t => /Error/.test(t))"
-
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+def page(app_page):
     pytest.importorskip("optuna")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from pgraft.ui.app import build_demo, launch
-
-    demo = build_demo(device="cpu", sessions_root=tmp_path_factory.mktemp("sessions"), warm=False)
-    launch(demo, prevent_thread_lock=True, quiet=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.goto(demo.local_url)
-        page.wait_for_selector("#reshaping .js-plotly-plot", timeout=120_000)  # the load events have settled
-        yield page
-        browser.close()
-    demo.close()
+    page = app_page()
+    yield page
+    page.close()
 
 
 def _type(page, elem_id: str, text: str) -> None:
@@ -48,7 +21,7 @@ def _type(page, elem_id: str, text: str) -> None:
     box.press("Tab")
 
 
-def test_a_two_trial_scout_fills_the_table_and_the_plot(page, tmp_path):
+def test_a_two_trial_scout_fills_the_table_and_the_plot(page, tmp_path, toast_errors):
     page.locator("#rounds input[type=number]").fill("1")  # the trials' base is the Rounds tab: one round each
     page.locator("#rounds input[type=number]").press("Enter")
     page.get_by_role("tab", name="Scout").click()
@@ -60,7 +33,7 @@ def test_a_two_trial_scout_fills_the_table_and_the_plot(page, tmp_path):
     page.wait_for_function("() => /Done/.test(document.querySelector('#scout-status').innerText)", timeout=300_000)
     page.wait_for_timeout(800)
     page.screenshot(path=str(tmp_path / "scout.png"), full_page=True)
-    assert page.evaluate(ERRORS) == []
+    assert toast_errors(page) == []
     assert "Recommended: trial" in page.locator("#scout-status").inner_text()
     table = page.locator("#scout-table").inner_text()
     assert "final_reward" in table and table.count("graft") == 2, table  # one row per trial (method graft or pgraft)
@@ -78,5 +51,5 @@ def test_a_two_trial_scout_fills_the_table_and_the_plot(page, tmp_path):
     page.click("#scout-use")
     page.wait_for_selector("#run", state="visible", timeout=30_000)  # switched to the Rounds tab
     page.wait_for_timeout(500)
-    assert page.evaluate(ERRORS) == []
+    assert toast_errors(page) == []
     assert (tmp_path / "scout.png").stat().st_size > 50_000

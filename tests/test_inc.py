@@ -566,3 +566,22 @@ def test_an_under_trained_digits_flow_is_the_shipped_run_stopped_early(tmp_path,
     assert weights_path("digits-flow").exists()
     with pytest.raises(ValueError, match="--train-steps"):
         load_model("digits-flow", train_steps=0)
+
+
+def test_the_quality_plot_labels_its_axes_and_draws_a_dotted_line_per_reference_grid() -> None:
+    from pgraft.plots.inc import quality_vs_flops
+
+    rows = [
+        {"method": "base", "grid": "karras", "num_inference_steps": k, "correction_steps": 0, "flops_per_image": k,
+         "fd": 40.0 / k} for k in (4, 8)
+    ] + [
+        {"method": "reference", "grid": "linear", "num_inference_steps": k, "correction_steps": 0,
+         "flops_per_image": k, "fd": 20.0 / k} for k in (4, 8)
+    ] + [{"method": "corrected", "grid": "karras", "num_inference_steps": 8, "correction_steps": 2,
+          "flops_per_image": 8.1, "fd": 3.0}]  # fmt: skip
+    fig = quality_vs_flops(pd.DataFrame(rows), "fd", label="Fréchet distance")
+    assert fig.layout.yaxis.title.text == "Fréchet distance"  # was: the x axis's label on both axes
+    assert fig.layout.xaxis.title.text == "FLOPs per image (counted)"
+    names = [t.name for t in fig.data]
+    assert names == ["base flow", "base flow, linear grid", "base + correction, m=2"]
+    assert fig.data[1].line.dash == "dot" and list(fig.data[1].y) == [5.0, 2.5]

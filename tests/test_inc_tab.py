@@ -131,3 +131,27 @@ def test_the_correction_search_runs_from_the_tab_within_the_servers_budget() -> 
         next(small.run(*TINY, "linear", [], "16, 32", "20, 40", request=REQUEST))
     with pytest.raises(gr.Error, match="Search: correction widths"):
         next(IncHandlers("cpu").run(*TINY, "linear", [], "wide", "", request=REQUEST))
+
+
+def test_the_status_names_the_best_corrected_sampler_and_what_it_was_compared_with() -> None:
+    from types import SimpleNamespace
+
+    from pgraft.ui.inc_tab import status_text
+
+    def row(method, grid, k, m, flops, fd):
+        return {"method": method, "grid": grid, "num_inference_steps": k, "correction_steps": m,
+                "flops_per_image": flops, "fd": fd, "fd_se": 1.0}  # fmt: skip
+
+    rows = [row("base", "karras", 8, 0, 8.0, 36.0), row("reference", "linear", 8, 0, 8.0, 8.6)]
+    rows += [row("corrected", "karras", 8, 1, 8.1, 31.0), row("corrected", "karras", 8, 4, 8.2, 9.4)]
+    from pgraft.inc.tables import quality_table
+
+    result = SimpleNamespace(
+        table=lambda: quality_table(rows, "fd", False), cancelled=False, model_name="digits-flow", primary="fd",
+        notices=[],
+    )  # fmt: skip
+    text = status_text(result, 12.0)  # type: ignore[arg-type]
+    assert "K=8, m=4, karras grid" in text and "not better (fd -0.8 ± 2.8)" in text
+    assert "own grid's base: fd +26.6 ± 2.8" in text and "at least its FLOPs" not in text  # no richer base
+    rows.append(row("reference", "linear", 16, 0, 16.0, 5.1))
+    assert "at least its FLOPs (K=16, linear grid): fd -4.3 ± 2.8" in status_text(result, 12.0)  # type: ignore[arg-type]

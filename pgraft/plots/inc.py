@@ -105,8 +105,8 @@ def quality_vs_flops(
             text=[f"K={k}, m={m}" for k in group["num_inference_steps"]],
             hovertemplate="%{text}<br>%{x:.3s}<br>%{y:.4g}",
         )  # fmt: skip
-    label = "FLOPs per image (counted)" if x == "flops_per_image" else "network evaluations per image"
-    fig.update_xaxes(title=label, type="log")
+    x_label = "FLOPs per image (counted)" if x == "flops_per_image" else "network evaluations per image"
+    fig.update_xaxes(title=x_label, type="log")
     fig.update_yaxes(title=label or metric)
     return inc_style(fig, f"{metric} against compute: base flow vs base + correction")
 

@@ -103,21 +103,33 @@ def _preview(model: str) -> int:
 
 
 def status_text(result: IncResult, seconds: float) -> str:
+    """What the run found, in words: the best corrected sampler against the best base of any grid at the same
+    K (equal compute but for the correction's own FLOPs), against its own grid's base, and under the strict
+    rule (the cheapest base with at least its FLOPs) where the table has one."""
     table = result.table()
-    corrected = table[table["method"] == "corrected"].dropna(subset=["gain_at_equal_flops"]) if len(table) else None
     word = "Stopped" if result.cancelled else "Done"
     lines = [f"**{word}** in {seconds:.0f} s: {len(table)} samplers scored on `{result.model_name}`."]
+    corrected = table[table["method"] == "corrected"].dropna(subset=["gain_vs_same_k"]) if len(table) else None
     if corrected is not None and len(corrected):
-        row = corrected.loc[corrected["gain_at_equal_flops"].idxmax()]
-        best = float(row["gain_at_equal_flops"])
-        verdict = "better" if best > 0 else "not better"
-        noise = f" ± {1.96 * float(row['gain_se']):.2g}" if "gain_se" in row else ""
-        lines.append(
+        row = corrected.loc[corrected["gain_vs_same_k"].idxmax()]
+
+        def gain(name: str, err_name: str | None = None) -> str:
+            err = row.get(err_name or f"{name}_se")
+            noise = f" ± {1.96 * float(err):.2g}" if err is not None and err == err else ""
+            return f"{result.primary} {float(row[name]):+.3g}{noise}"
+
+        verdict = "better" if float(row["gain_vs_same_k"]) > 0 else "not better"
+        text = (
             f"Best corrected sampler (K={row['num_inference_steps']}, m={row['correction_steps']}, {row['grid']} "
-            f"grid) vs the cheapest base sampler with at least its FLOPs (K={row['base_steps_at_equal_flops']}, "
-            f"{row['base_grid_at_equal_flops']} grid): {verdict} ({result.primary} {best:+.3g}{noise}). Against "
-            f"its own grid's base at the same K: {float(row['gain_vs_own_grid']):+.3g}."
+            f"grid) against the best base sampler at the same K: {verdict} ({gain('gain_vs_same_k')}); against its "
+            f"own grid's base: {gain('gain_vs_own_grid')}."
         )
+        if row["gain_at_equal_flops"] == row["gain_at_equal_flops"]:  # not NaN: a richer base exists
+            text += (
+                f" Against the cheapest base with at least its FLOPs (K={row['base_steps_at_equal_flops']}, "
+                f"{row['base_grid_at_equal_flops']} grid): {gain('gain_at_equal_flops', 'gain_se')}."
+            )
+        lines.append(text)
     lines += [f"⚠ {note}" for note in result.notices]
     return "\n\n".join(lines)
 
@@ -246,10 +258,14 @@ def build_tab(ctx: TabContext) -> None:
             train_steps = control(
                 "train_steps", IncConfig, value=d["train_steps"], visible=bool(first and _trains(first))
             )
-            steps = control("steps", IncConfig, value=d["steps"])
-            correction_steps = control("correction_steps", IncConfig, value=d["correction_steps"])
+            steps = control("steps", IncConfig, value=d["steps"], elem_id="inc-steps")
+            correction_steps = control(
+                "correction_steps", IncConfig, value=d["correction_steps"], elem_id="inc-correction-steps"
+            )
             grid = control("grid", IncConfig, value=d["grid"], elem_id="inc-grid")
-            reference_grids = control("reference_grids", IncConfig, value=d["reference_grids"])
+            reference_grids = control(
+                "reference_grids", IncConfig, value=d["reference_grids"], elem_id="inc-reference-grids"
+            )
             with gr.Accordion("Data and training", open=False):
                 invert = control("invert", IncConfig, value=d["invert"])
                 samples = control("samples", IncConfig)
@@ -272,7 +288,7 @@ def build_tab(ctx: TabContext) -> None:
                 scatter = gr.Plot(label="Inverted noises (toy)")
             samples_plot = gr.Plot(label="Base vs corrected, same seeds")
             with gr.Accordion("Tables", open=False):
-                table = gr.Dataframe(label="Quality vs FLOPs", interactive=False)
+                table = gr.Dataframe(label="Quality vs FLOPs", interactive=False, elem_id="inc-table")
                 diag = gr.Dataframe(label="Inverted noise against N(0, I), per K", interactive=False)
     state = gr.State(None)
     view_outputs = [quality, norms, scatter, samples_plot, table, diag]
