@@ -59,6 +59,9 @@ class RewardSpec:
     takes_prompts: bool = False
     paths: tuple[str, ...] = ()
     """Parameters that name local files or folders (a model folder): the app offers only what it found."""
+    notations: tuple[str, ...] = ()
+    """Parameters whose value is a line notation (a SMILES, a SMARTS) that only the reward's parser reads: the
+    app accepts that notation's characters for them, where other text parameters take plain words."""
 
 
 @dataclass(frozen=True)

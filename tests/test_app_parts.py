@@ -90,6 +90,36 @@ def test_reward_arguments_take_the_declared_types():
     assert parse_reward_args("x", "") == {}
 
 
+def test_every_rewards_own_defaults_read_back_from_the_box_they_fill():
+    """What the app writes into the reward-arguments box for a reward is accepted as it stands (the similarity
+    reward's aspirin SMILES was refused as "not a plain word")."""
+    from pgraft.registry import MODELS, domain_rewards
+    from pgraft.ui.controls import format_reward_args, reward_params
+
+    for model, spec in MODELS.items():
+        for reward in domain_rewards(spec.domain):
+            params = reward_params(reward, model)
+            parsed = parse_reward_args(reward, format_reward_args(reward), model) if params else {}
+            assert parsed == {k: float(v) if isinstance(v, float) else v for k, v in params.items()}, reward
+
+
+def test_smiles_and_smarts_arguments_keep_their_characters_and_nothing_else():
+    pytest.importorskip("rdkit")
+    smiles = "CC(=O)Oc1ccccc1C(=O)O"
+    assert parse_reward_args("similarity", f"target={smiles}, invalid_reward=-1", "molecules") == {
+        "target": smiles,
+        "invalid_reward": -1.0,
+    }
+    assert parse_reward_args("substructure", "smarts=[C,N]=O; invalid_reward=-1", "molecules")["smarts"] == "[C,N]=O"
+    assert parse_reward_args("substructure", "smarts=[c;R]", "molecules") == {"smarts": "[c;R]"}
+    assert parse_reward_args("logp", "target=2.5", "molecules") == {"target": "2.5"}  # a number, kept as text
+    for bad in ("C O", "'CCO'", 'CC"', "C" * 501, "$(ls)`"):
+        with pytest.raises(ValueError, match=r"--reward-arg target: .* SMILES or SMARTS"):
+            parse_reward_args("similarity", f"target={bad}", "molecules")
+    with pytest.raises(ValueError, match="plain word or number"):
+        parse_reward_args("logp", f"target={smiles}", "molecules")  # not a notation there
+
+
 def test_cutoff_label_gives_the_noise_level_of_the_snapped_timestep():
     process = VPProcess(beta_schedule="squaredcos_cap_v2")
     k, timestep = snap_cutoff(process, 100, 0.4)

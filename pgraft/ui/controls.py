@@ -134,17 +134,26 @@ def _integer(name: str, value: Any) -> int:
     return int(x)
 
 
-_WORD = re.compile(r"^[A-Za-z_][\w.-]*$")
+_WORD = re.compile(r"^(?:[A-Za-z_][\w.-]*|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
+"""A text argument: a plain word or a number (kept as text: the reward reads it)."""
+_NOTATION = re.compile(r"^[A-Za-z0-9@+\-\[\]()=#$:./\\%*~&!,;>]{1,500}$")
+"""A SMILES or SMARTS (`RewardSpec.notations`): its characters only, no spaces or quotes, at most 500."""
+_SPLIT = re.compile(r"\n|[,;](?=\s*[A-Za-z_]\w*\s*=(?!=))")
+"""Between arguments: a newline, or a comma or semicolon followed by the next `key=` (a SMARTS keeps its own
+`[C,N]` and `[c;R]`)."""
 
 
 def parse_reward_args(reward: str, text: str | None, model: str | None = None) -> dict[str, Any]:
     """`"px=1, py=-2"` into `{px: 1.0, py: -2.0}`, typed like the reward's declared defaults.
 
-    Only the reward's own parameters are accepted; values are numbers, true/false or plain words.
+    Only the reward's own parameters are accepted; values are numbers, true/false, plain words, or for the
+    reward's `notations` a SMILES or SMARTS.
     """
     params = reward_params(reward, model)
+    spec = reward_spec(reward, get_model_spec(model).domain) if model is not None else REWARDS.get(reward)
+    notations = spec.notations if spec is not None else ()
     out: dict[str, Any] = {}
-    for item in re.split(r"[,\n;]", text or ""):
+    for item in _SPLIT.split(text or ""):
         if not item.strip():
             continue
         key, sep, raw = (s.strip() for s in item.partition("="))
@@ -156,11 +165,11 @@ def parse_reward_args(reward: str, text: str | None, model: str | None = None) -
             raise ValueError(
                 f"--reward-arg: {key!r} is not an argument of reward {reward!r}; it takes {sorted(params) or 'none'}"
             )
-        out[key] = _typed(key, raw, params[key])
+        out[key] = _typed(key, raw, params[key], key in notations)
     return out
 
 
-def _typed(key: str, raw: str, default: Any) -> Any:
+def _typed(key: str, raw: str, default: Any, notation: bool = False) -> Any:
     if isinstance(default, bool):
         if raw.lower() not in ("true", "false"):
             raise ValueError(f"--reward-arg {key}: {raw!r} is invalid; write true or false")
@@ -169,6 +178,13 @@ def _typed(key: str, raw: str, default: Any) -> Any:
         return _integer(f"reward-arg {key}", raw)
     if isinstance(default, float):
         return _number(f"reward-arg {key}", raw)
+    if notation:
+        if not _NOTATION.match(raw):
+            raise ValueError(
+                f"--reward-arg {key}: {raw!r} is invalid; write a SMILES or SMARTS (its characters only, no spaces, "
+                "at most 500)"
+            )
+        return raw
     if not _WORD.match(raw):
         raise ValueError(f"--reward-arg {key}: {raw!r} is invalid; write a plain word or number")
     return raw

@@ -206,8 +206,11 @@ def _heavy_atoms(context: dict[str, Any], target: int, invalid_reward: float) ->
     return per_molecule(lambda m: -abs(heavy_atoms(m) - target), invalid_reward)
 
 
-def _spec(factory: Callable[..., RewardFn], description: str, invalid: float, **params: Any) -> RewardSpec:
-    return RewardSpec(factory, DOMAIN, description, {**params, "invalid_reward": invalid})
+def _spec(
+    factory: Callable[..., RewardFn], description: str, invalid: float, notations: tuple[str, ...] = (), **params: Any
+) -> RewardSpec:
+    """`notations`: the parameters that take a SMILES or SMARTS."""
+    return RewardSpec(factory, DOMAIN, description, {**params, "invalid_reward": invalid}, notations=notations)
 
 
 REWARDS: dict[str, RewardSpec] = {
@@ -217,8 +220,10 @@ REWARDS: dict[str, RewardSpec] = {
     "penalized-logp": _spec(_simple(penalized_logp), "logP - SA - max(0, largest ring - 6)", -20.0),
     "rings": _spec(_targeted("rings", rings), "number of rings, or -|rings - target|", -10.0, target="none"),
     "aromatic-rings": _spec(_simple(aromatic_rings), "number of aromatic rings", 0.0),
-    "substructure": _spec(_substructure, "1 if the SMARTS pattern matches", 0.0, smarts=CARBONYL),
-    "similarity": _spec(_similarity, "Morgan (r 2, 2048 bits) Tanimoto to a target SMILES", 0.0, target=ASPIRIN),
+    "substructure": _spec(_substructure, "1 if the SMARTS pattern matches", 0.0, ("smarts",), smarts=CARBONYL),
+    "similarity": _spec(
+        _similarity, "Morgan (r 2, 2048 bits) Tanimoto to a target SMILES", 0.0, ("target",), target=ASPIRIN
+    ),
     "heavy-atoms": _spec(_heavy_atoms, "-|heavy atoms - target|", -10.0, target=9),
 }
 SAMPLE_VIEW = SampleView(
