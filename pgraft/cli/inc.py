@@ -35,9 +35,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return IncConfig(**values_of(args, IncConfig))
 
 
-def _print_table(table: Any) -> None:
-    cols = [c for c in (*SHOWN, "gain_at_equal_flops") if c in table.columns]
+GAINS = ("gain_vs_own_grid", "gain_vs_same_k", "gain_at_equal_flops")
+
+
+def _print_table(table: Any, primary: str) -> None:
+    from pgraft.inc.tables import verdict
+
+    cols = [c for c in (*SHOWN, *GAINS) if c in table.columns]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
+    if text := verdict(table, primary):
+        print(text, flush=True)
 
 
 def cmd_inc(args: argparse.Namespace) -> int:
@@ -60,7 +67,7 @@ def cmd_inc(args: argparse.Namespace) -> int:
     result: IncResult | None = drain(run_inc_iter(config), show)
     bar.close()
     assert result is not None
-    _print_table(result.table())
+    _print_table(result.table(), result.primary)
     written = write_outputs(result, out)
     print(f"done: {len(written)} files in {out} (quality_vs_flops.csv, diagnostics.json, report.html, ...)")
     return 0

@@ -66,6 +66,35 @@ def quality_table(rows: list[dict[str, Any]], primary: str, higher_is_better: bo
     return table
 
 
+def verdict(table: pd.DataFrame, primary: str) -> str:
+    """The best corrected sampler of a `quality_table` in one sentence: against the best base of any grid at
+    the same K (equal compute but for the correction's own FLOPs), against its own grid's base, and against the
+    cheapest base with at least its FLOPs where the table has one; errors are 1.96 standard errors. Empty when
+    nothing was corrected."""
+    corrected = table[table["method"] == "corrected"].dropna(subset=["gain_vs_same_k"]) if len(table) else table
+    if not len(corrected):
+        return ""
+    row = corrected.iloc[int(np.argmax(corrected["gain_vs_same_k"].to_numpy(float)))]
+
+    def gain(name: str, err_name: str | None = None) -> str:
+        err = row.get(err_name or f"{name}_se")
+        noise = f" ± {1.96 * float(err):.2g}" if err is not None and not np.isnan(err) else ""
+        return f"{primary} {float(row[name]):+.3g}{noise}"
+
+    better = "better" if float(row["gain_vs_same_k"]) > 0 else "not better"
+    text = (
+        f"Best corrected sampler (K={row['num_inference_steps']}, m={row['correction_steps']}, {row['grid']} grid) "
+        f"against the best base sampler at the same K: {better} ({gain('gain_vs_same_k')}); against its own "
+        f"grid's base: {gain('gain_vs_own_grid')}."
+    )
+    if not np.isnan(row["gain_at_equal_flops"]):  # a richer base exists
+        text += (
+            f" Against the cheapest base with at least its FLOPs (K={row['base_steps_at_equal_flops']}, "
+            f"{row['base_grid_at_equal_flops']} grid): {gain('gain_at_equal_flops', 'gain_se')}."
+        )
+    return text + (" (± 1.96 standard errors: a gain is beyond noise when larger.)" if " ± " in text else "")
+
+
 def x_axis(result: Any) -> str:
     """FLOPs per image, or network evaluations when the base model has no counted FLOPs (the exact velocity
     of a mixture is closed-form arithmetic, not a network)."""

@@ -103,33 +103,13 @@ def _preview(model: str) -> int:
 
 
 def status_text(result: IncResult, seconds: float) -> str:
-    """What the run found, in words: the best corrected sampler against the best base of any grid at the same
-    K (equal compute but for the correction's own FLOPs), against its own grid's base, and under the strict
-    rule (the cheapest base with at least its FLOPs) where the table has one."""
+    """What the run found, in words (`inc.tables.verdict`), with its notices."""
+    from pgraft.inc.tables import verdict
+
     table = result.table()
     word = "Stopped" if result.cancelled else "Done"
     lines = [f"**{word}** in {seconds:.0f} s: {len(table)} samplers scored on `{result.model_name}`."]
-    corrected = table[table["method"] == "corrected"].dropna(subset=["gain_vs_same_k"]) if len(table) else None
-    if corrected is not None and len(corrected):
-        row = corrected.loc[corrected["gain_vs_same_k"].idxmax()]
-
-        def gain(name: str, err_name: str | None = None) -> str:
-            err = row.get(err_name or f"{name}_se")
-            noise = f" ± {1.96 * float(err):.2g}" if err is not None and err == err else ""
-            return f"{result.primary} {float(row[name]):+.3g}{noise}"
-
-        verdict = "better" if float(row["gain_vs_same_k"]) > 0 else "not better"
-        text = (
-            f"Best corrected sampler (K={row['num_inference_steps']}, m={row['correction_steps']}, {row['grid']} "
-            f"grid) against the best base sampler at the same K: {verdict} ({gain('gain_vs_same_k')}); against its "
-            f"own grid's base: {gain('gain_vs_own_grid')}."
-        )
-        if row["gain_at_equal_flops"] == row["gain_at_equal_flops"]:  # not NaN: a richer base exists
-            text += (
-                f" Against the cheapest base with at least its FLOPs (K={row['base_steps_at_equal_flops']}, "
-                f"{row['base_grid_at_equal_flops']} grid): {gain('gain_at_equal_flops', 'gain_se')}."
-            )
-        lines.append(text)
+    lines += [text] if (text := verdict(table, result.primary)) else []
     lines += [f"⚠ {note}" for note in result.notices]
     return "\n\n".join(lines)
 
