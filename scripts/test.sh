@@ -11,11 +11,11 @@ ruff check pgraft tests bench app.py
 ruff format --check pgraft tests bench app.py
 mypy
 python -m pytest -q "$@"
-# With no pytest arguments: the slow tests (about a minute on 2 cores), then the browser tests (Playwright
+# With no pytest arguments: the slow tests (about 8 minutes on 2 cores), then the browser tests (Playwright
 # driving the system's Chromium) when Chromium is installed.
 if [ $# -eq 0 ]; then
-  python -m pytest -q -m slow
+  python -m pytest -q -m "slow and not e2e and not gpu"
   if command -v chromium >/dev/null 2>&1; then
-    python -m pytest -q -m e2e
+    python -m pytest -q -m "e2e and not gpu"
   fi
 fi
