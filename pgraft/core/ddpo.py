@@ -33,7 +33,7 @@ import torch
 
 from pgraft.core.distributed import LONE, Processes
 from pgraft.core.events import Progress
-from pgraft.core.sampling import inference_timesteps, seeded_noise
+from pgraft.core.sampling import inference_timesteps, seeded_batches
 from pgraft.families.base import DiffusionAdapter
 
 LOG_2PI = math.log(2 * math.pi)
@@ -97,12 +97,8 @@ def rollout_iter(
     log_probs = torch.zeros(n, k_steps, dtype=torch.float64)
     std_seen = torch.zeros(k_steps, dtype=torch.float64)
     device = model.device
-    batch_size = batch_size or model.sampling_batch_size
-    n_batches = -(-n // batch_size)  # none for no seeds (a network may refuse an empty batch)
-    for b in range(n_batches):
-        lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-        noise = seeded_noise(seeds[lo:hi], model.sample_shape, 1 + k_steps).to(device)
-        c = cond[lo:hi].to(device) if cond is not None else None
+    n_batches = -(-n // (batch_size or model.sampling_batch_size))
+    for b, (lo, hi, noise, c) in enumerate(seeded_batches(model, seeds, 1 + k_steps, cond, batch_size)):
         scheduler = process.make_scheduler(num_inference_steps)
         x = noise[:, 0]
         for k, t in enumerate(scheduler.timesteps):

@@ -14,7 +14,7 @@ is the posterior variance β̃ of the DDPM chain between the two grid points (te
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,19 @@ def seeded_noise(seeds: torch.Tensor, shape: tuple[int, ...], count: int) -> tor
         gen.manual_seed(int(s))
         out[i] = torch.randn(count, *shape, generator=gen)
     return out
+
+
+def seeded_batches(
+    model: DiffusionAdapter, seeds: torch.Tensor, draws: int, cond: Any = None, batch_size: int | None = None
+) -> Iterator[tuple[int, int, torch.Tensor, Any]]:
+    """The batches of a sampling loop: `(lo, hi, noise, c)` with `noise (hi − lo, draws, *shape)` drawn per
+    seed (`seeded_noise`: the initial state, then one per stochastic step) and the rows' conditioning, both on
+    the model's device. No batch for no seeds (a network may refuse an empty batch)."""
+    size = batch_size or model.sampling_batch_size
+    for lo in range(0, len(seeds), size):
+        hi = min(len(seeds), lo + size)
+        noise = seeded_noise(seeds[lo:hi], model.sample_shape, draws).to(model.device)
+        yield lo, hi, noise, cond[lo:hi].to(model.device) if cond is not None else None
 
 
 def handoff_index(timesteps: torch.Tensor, process: NoiseProcess, cutoff: float) -> int:
@@ -106,12 +119,9 @@ def sample_iter(
     n = len(seeds)
     samples = torch.empty(n, *base.sample_shape)
     x_cut = torch.empty(n, *base.sample_shape) if use_cut else None
-    batch_size = batch_size or base.sampling_batch_size
-    n_batches = -(-n // batch_size)  # none for no seeds (a network may refuse an empty batch)
-    for b in range(n_batches):
-        lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-        noise = seeded_noise(seeds[lo:hi], base.sample_shape, 1 + (num_steps if stochastic else 0)).to(device)
-        c = cond[lo:hi].to(device) if cond is not None else None
+    n_batches = -(-n // (batch_size or base.sampling_batch_size))
+    draws = 1 + (num_steps if stochastic else 0)
+    for b, (lo, hi, noise, c) in enumerate(seeded_batches(base, seeds, draws, cond, batch_size)):
         scheduler = process.make_scheduler(num_inference_steps)
         x = noise[:, 0]
         for k, t in enumerate(scheduler.timesteps):
