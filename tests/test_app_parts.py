@@ -113,7 +113,8 @@ def test_smiles_and_smarts_arguments_keep_their_characters_and_nothing_else():
     assert parse_reward_args("substructure", "smarts=[C,N]=O; invalid_reward=-1", "molecules")["smarts"] == "[C,N]=O"
     assert parse_reward_args("substructure", "smarts=[c;R]", "molecules") == {"smarts": "[c;R]"}
     assert parse_reward_args("logp", "target=2.5", "molecules") == {"target": "2.5"}  # a number, kept as text
-    for bad in ("C O", "'CCO'", 'CC"', "C" * 501, "$(ls)`"):
+    # the value only ever reaches RDKit's parser; what the pattern guarantees is its alphabet and length
+    for bad in ("C O", "'CCO'", 'CC"', "C" * 501, "C`C", "C<C"):
         with pytest.raises(ValueError, match=r"--reward-arg target: .* SMILES or SMARTS"):
             parse_reward_args("similarity", f"target={bad}", "molecules")
     with pytest.raises(ValueError, match="plain word or number"):

@@ -269,6 +269,7 @@ def test_image_latents_are_the_vaes_with_its_scaling_and_shift_undone_by_decode(
 
 def test_pgraft_invert_writes_the_noises_and_refuses_what_it_cannot_invert(folders, tmp_path):
     from PIL import Image
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from pgraft.cli import main
@@ -282,11 +283,15 @@ def test_pgraft_invert_writes_the_noises_and_refuses_what_it_cannot_invert(folde
     out = tmp_path / "inverted"
     argv = ["invert", "--model", str(folders["sd3"]), "--images", str(pictures), "--prompt", PROMPTS[0]]
     argv += ["--num-inference-steps", "6", "--height", "16", "--width", "16", "--out", str(out), "--quiet"]
-    assert main(argv) == 0
+    assert main([*argv, "--grid", "karras"]) == 0
     tensors = load_file(out / "noises.safetensors")
     assert tensors["noises"].shape == tensors["latents"].shape and tensors["noises"].shape[0] == 3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inverted"] == 3 and summary["roundtrip_max"] < 1e-3
+    # the sampler the noises belong to is written with them: on another grid they land elsewhere
+    with safe_open(out / "noises.safetensors", "pt") as f:
+        meta = f.metadata()
+    assert (summary["grid"], meta["grid"], meta["num_inference_steps"]) == ("karras", "karras", "6")
     steps = pd.read_csv(out / "steps.csv")
     assert list(steps["index"]) == list(range(6)) and (steps["residual"] <= 1e-4).all()
     assert (out / "roundtrip.png").stat().st_size > 100

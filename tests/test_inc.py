@@ -389,6 +389,9 @@ def test_inversion_settings_default_by_domain_unless_given() -> None:
     assert settings(IncConfig(), "toy2d") == (1e-5, 100, "linear", ())
     assert settings(IncConfig(), "digits") == (1e-4, 400, "karras", ("linear",))
     assert settings(IncConfig(tol=1e-3, max_iter=7, grid="linear"), "digits") == (1e-3, 7, "linear", ())
+    assert settings(IncConfig(grid="linear"), "digits") == (1e-2, 400, "linear", ())  # that grid's own default
+    # a reference that turns out to be the domain's grid is its base rows: dropped, not an error after loading
+    assert settings(IncConfig(reference_grids=("karras", "linear")), "digits")[2:] == ("karras", ("linear",))
     assert settings(IncConfig(reference_grids=("none",)), "digits")[3] == ()
     assert settings(IncConfig(grid="exponential", reference_grids=("karras",)), "toy2d")[2:] == (
         "exponential",

@@ -71,9 +71,11 @@ def test_bad_settings_become_gradio_errors_naming_the_setting() -> None:
 def test_model_change_sets_defaults_and_hides_training_steps_for_other_models() -> None:
     train_steps, steps, _, _, grid, references = model_changed("toy2d-flow-exact")
     assert train_steps["visible"] is False and steps == "64, 128"
-    assert (grid, references) == ("linear", [])
+    assert (grid["value"], references) == ("", [])  # the model's default, resolved by the library
+    assert grid["choices"][0] == ("the model's default: linear", "")
     assert model_changed("toy2d-flow")[0]["visible"] is True
-    assert model_changed("digits-flow")[4:] == ("karras", ["linear"])  # the domain's grid, the usual one beside
+    digits = model_changed("digits-flow")[4]
+    assert digits["choices"][0] == ("the model's default: karras, with the linear base beside it", "")
 
 
 def test_the_grid_and_its_reference_reach_the_table() -> None:
@@ -89,6 +91,17 @@ def test_the_grid_and_its_reference_reach_the_table() -> None:
     assert result.config.grid == "karras" and result.config.reference_grids == ("linear",)
     with pytest.raises(gr.Error, match="--grid"):
         next(IncHandlers("cpu").run(*TINY, "cosine", [], request=REQUEST))
+    # the model's default grid, nothing ticked (also what an API call without these parameters sends): the
+    # domain's grid and references; an explicit grid with nothing ticked has none
+    from pgraft.ui.inc_tab import make_config
+
+    default = make_config("digits-flow", None, "8", "1", 100, 100, 10, 0, "cpu", "", [])
+    assert (default.grid, default.reference_grids) == (None, None)
+    assert default.resolved("digits").reference_grids == ("linear",)
+    explicit = make_config("digits-flow", None, "8", "1", 100, 100, 10, 0, "cpu", "karras", [])
+    assert explicit.resolved("digits").reference_grids == ()
+    ticked = make_config("digits-flow", None, "8", "1", 100, 100, 10, 0, "cpu", "", ["exponential"])
+    assert ticked.resolved("digits").reference_grids == ("exponential",)
 
 
 def test_tab_builds_and_runs_heavy_events_on_the_shared_queue() -> None:
@@ -129,6 +142,8 @@ def test_the_correction_search_runs_from_the_tab_within_the_servers_budget() -> 
     small = IncHandlers("cpu", limits=Limits(correction_train_steps=100))
     with pytest.raises(gr.Error, match="--search-\\* \\(training steps of all candidates\\): 120"):
         next(small.run(*TINY, "linear", [], "16, 32", "20, 40", request=REQUEST))
+    with pytest.raises(gr.Error, match="--search-hidden: 4096 is above this server's limit of 256"):
+        next(IncHandlers("cpu").run(*TINY, "linear", [], "4096", "10", request=REQUEST))
     with pytest.raises(gr.Error, match="Search: correction widths"):
         next(IncHandlers("cpu").run(*TINY, "linear", [], "wide", "", request=REQUEST))
 
@@ -153,5 +168,12 @@ def test_the_status_names_the_best_corrected_sampler_and_what_it_was_compared_wi
     text = status_text(result, 12.0)  # type: ignore[arg-type]
     assert "K=8, m=4, karras grid" in text and "not better (fd -0.8 ± 2.8)" in text
     assert "own grid's base: fd +26.6 ± 2.8" in text and "at least its FLOPs" not in text  # no richer base
+    from pgraft.inc.tables import verdict
+
+    assert verdict(quality_table([], "fd", False), "fd") == ""  # nothing run
+    assert verdict(quality_table(rows[:2], "fd", False), "fd") == ""  # nothing corrected
+    nan_own = [{**rows[0], "fd": float("nan")}, *rows[1:]]  # the own grid's base could not be scored
+    said = verdict(quality_table(nan_own, "fd", False), "fd")
+    assert "nan" not in said and "own grid" not in said and "not better (fd -0.8 ± 2.8)" in said
     rows.append(row("reference", "linear", 16, 0, 16.0, 5.1))
     assert "at least its FLOPs (K=16, linear grid): fd -4.3 ± 2.8" in status_text(result, 12.0)  # type: ignore[arg-type]

@@ -120,6 +120,8 @@ def write_inversion(result: Any, model: Any, images: Any, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     meta = {"names": json.dumps(result.names), "prompts": json.dumps(result.prompts), "model": str(model.name)}
+    inv = result.inversion  # the sampler the noises belong to
+    meta |= {"num_inference_steps": str(inv.num_inference_steps), "grid": inv.grid, "tol": str(inv.tol)}
     tensors = {
         "noises": result.noises.contiguous(),
         "latents": result.latents.contiguous(),

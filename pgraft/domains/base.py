@@ -143,6 +143,8 @@ class IncSupport:
     preview: int = 256
     grid: str = "linear"
     """Default grid of the sampler that is inverted and corrected (`core.process.FLOW_GRIDS`)."""
+    tol_by_grid: Mapping[str, float] = field(default_factory=dict)
+    """The default tolerance on grids where it differs from `tol`."""
     app_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per flow model, the app's starting values (steps, correction_steps, train_steps, invert)."""
 

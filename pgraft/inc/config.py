@@ -70,7 +70,8 @@ class IncConfig:
                 "label": "Sampler grid",
                 "choices": ["linear", "karras", "exponential"],
                 "info": "linear: the usual grid; its long last step has no preimage for most real digits at a tight "
-                "tolerance. karras / exponential: every digit inverts, but the base sampler is weaker at small K.",
+                "tolerance. karras / exponential: short last steps, where almost every digit inverts at K >= 8, "
+                "but the base sampler is weaker at small K.",
             },
         },
     )
@@ -111,7 +112,10 @@ class IncConfig:
         default=256, metadata={"help": "samples drawn from fixed seeds for the base-vs-corrected view"}
     )
     tol: float | None = field(
-        default=None, metadata={"help": "residual tolerance of every backward-Euler step (toy 1e-5, digits 1e-4)"}
+        default=None,
+        metadata={
+            "help": "residual tolerance of every backward-Euler step (toy 1e-5; digits 1e-4, 1e-2 on the linear grid)"
+        },
     )
     max_iter: int | None = field(
         default=None, metadata={"help": "solver iterations allowed per step (toy 100, digits 400)"}
@@ -243,8 +247,10 @@ class IncConfig:
 
     def resolved(self, domain: str) -> IncConfig:
         """This config with every unset inversion setting (`tol`, `max_iter`, `grid`, `reference_grids`) taken
-        from the domain (`Domain.inc`): what a run uses and writes. `reference_grids` defaults to `linear`
-        when the grid is another, so that a corrected sampler is compared with the usual base sampler too."""
+        from the domain (`Domain.inc`; `tol` per grid where it says): what a run uses and writes.
+        `reference_grids` defaults to `linear` when the grid is another, so that a corrected sampler is compared
+        with the usual base sampler too; a reference equal to the grid (the domain's, when none was given) is
+        dropped, its rows being the base's."""
         from pgraft.registry import get_domain
 
         support = get_domain(domain).inc
@@ -256,10 +262,10 @@ class IncConfig:
             refs = () if grid == "linear" else ("linear",)
         return replace(
             self,
-            tol=self.tol if self.tol is not None else support.tol,
+            tol=self.tol if self.tol is not None else support.tol_by_grid.get(grid, support.tol),
             max_iter=self.max_iter if self.max_iter is not None else support.max_iter,
             grid=grid,
-            reference_grids=tuple(refs),
+            reference_grids=tuple(g for g in refs if g != grid),  # the domain's grid named as a reference: its rows
         )
 
     def correction_config(self) -> CorrectionConfig:

@@ -72,6 +72,8 @@ class Inversion:
     steps: tuple[StepReport, ...]
     tol: float
     num_inference_steps: int
+    grid: str = "linear"
+    """The sampler grid the noises belong to: `G` on another grid takes them elsewhere."""
 
     @property
     def kept(self) -> torch.Tensor:
@@ -118,13 +120,15 @@ def euler_sample(
     on `grid`; `cond`: row-aligned conditioning of a prompted model (a pipeline's `Cond`, a class-label
     tensor)."""
     process = model.process
+    if not isinstance(process, FlowProcess):
+        raise ValueError(f"--model: {model.name!r} is not a flow model; the Euler sampler G needs a rectified flow")
     device = model.device
     out = torch.empty_like(z, dtype=torch.float32, device="cpu")
     size = batch_size or model.sampling_batch_size
     for lo in range(0, len(z), size):
         x = z[lo : lo + size].to(device)
         c = _rows(cond, slice(lo, lo + size), device)
-        scheduler = process.make_scheduler(num_inference_steps, grid=grid)  # type: ignore[call-arg]
+        scheduler = process.make_scheduler(num_inference_steps, grid=grid)
         with torch.inference_mode():
             for t in scheduler.timesteps:
                 v = model(x, t.to(device).expand(len(x)), c)
@@ -303,7 +307,7 @@ def invert_iter(
     if bool(failed.all()):
         worst = max((r for rs in reports for r in rs), key=lambda r: r.failed)
         raise _step_error(worst, len(x))
-    return Inversion(noises, failed, tuple(_merge(r) for r in reports), tol, num_inference_steps)
+    return Inversion(noises, failed, tuple(_merge(r) for r in reports), tol, num_inference_steps, grid)
 
 
 def _merge(reports: list[StepReport]) -> StepReport:

@@ -86,7 +86,7 @@ class ImageInversion:
     resampled: torch.Tensor
     """`G(z)`: the latents sampled again from the noises (NaN where the inversion failed)."""
     diagnostics: NoiseDiagnostics | None
-    """The kept noises against `N(0, I)` (None with fewer than 2 kept)."""
+    """The kept noises against `N(0, I)` (None with fewer than `diagnostics.MIN_NOISES` kept)."""
 
     @property
     def noises(self) -> torch.Tensor:
@@ -105,6 +105,7 @@ class ImageInversion:
             "inverted": int(kept.sum()),
             "failed": int(inv.failed.sum()),
             "num_inference_steps": inv.num_inference_steps,
+            "grid": inv.grid,
             "tol": inv.tol,
             "max_residual": inv.max_residual,
             "evaluations_per_image": inv.evaluations_per_sample,

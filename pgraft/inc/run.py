@@ -199,7 +199,7 @@ def _correct_at(
             "are left out of the correction"
         )
         if grid == "linear":
-            note += "; --grid karras ends with short steps, where every sample has a preimage"
+            note += "; --grid karras ends with shorter steps, where more samples have a preimage"
         result.notices.append(note)
         yield Notice(note)
     result.inversions[k] = inversion

@@ -1,8 +1,9 @@
 """The app's control values and what they mean: the run configuration, reward arguments, the cutoff's
 noise level, per-domain defaults and teaching presets. No gradio here, so all of it is unit-testable.
 
-Nothing typed in the browser is executed: reward arguments are parsed as numbers or plain words against
-the reward's declared parameters, and rewards are chosen from the registry only (`allow_import` is never set).
+Nothing typed in the browser is executed: reward arguments are parsed as numbers, plain words or, for the
+arguments a reward declares as `notations`, a SMILES or SMARTS that only RDKit reads, against the reward's
+declared parameters; rewards are chosen from the registry only (`allow_import` is never set).
 """
 
 from __future__ import annotations
@@ -179,13 +180,13 @@ def _typed(key: str, raw: str, default: Any, notation: bool = False) -> Any:
     if isinstance(default, float):
         return _number(f"reward-arg {key}", raw)
     if notation:
-        if not _NOTATION.match(raw):
+        if not _NOTATION.fullmatch(raw):
             raise ValueError(
                 f"--reward-arg {key}: {raw!r} is invalid; write a SMILES or SMARTS (its characters only, no spaces, "
                 "at most 500)"
             )
         return raw
-    if not _WORD.match(raw):
+    if not _WORD.fullmatch(raw):
         raise ValueError(f"--reward-arg {key}: {raw!r} is invalid; write a plain word or number")
     return raw
 

@@ -30,14 +30,23 @@ FALLBACK: dict[str, Any] = {"steps": "8, 16, 32", "correction_steps": "1, 2, 4",
 
 
 def model_defaults(model: str) -> dict[str, Any]:
-    """The tab's starting values for a flow model: its domain's (`IncSupport.app_defaults`, and its grid with
-    the reference grids a run would use), else `FALLBACK`."""
+    """The tab's starting values for a flow model: its domain's (`IncSupport.app_defaults`), else `FALLBACK`;
+    the grid starts at "the model's default" (`""`) with no reference ticked, which a run reads as the domain's
+    grid and references (`make_config`)."""
     support = DOMAINS[MODELS[model].domain].inc if model in MODELS else None
     values = dict(support.app_defaults.get(model, {})) if support is not None else {}
-    grids: dict[str, Any] = {"grid": "linear", "reference_grids": []}
-    if support is not None:
-        grids = {"grid": support.grid, "reference_grids": [] if support.grid == "linear" else ["linear"]}
-    return {**FALLBACK, **grids, **values}
+    return {**FALLBACK, "grid": "", "reference_grids": [], **values}
+
+
+def grid_choices(model: str | None) -> list[Any]:
+    """The grid dropdown's choices: first the model's default (value `""`, labelled with what it is: the
+    library resolves it, so an API call that leaves the grid out gets the same), then every grid."""
+    from pgraft.core.process import FLOW_GRIDS
+
+    support = DOMAINS[MODELS[model].domain].inc if model in MODELS else None
+    default = support.grid if support is not None else "linear"
+    extra = "" if default == "linear" else ", with the linear base beside it"
+    return [(f"the model's default: {default}{extra}", ""), *FLOW_GRIDS]
 
 
 INTRO = """
@@ -77,11 +86,12 @@ def make_config(
     correction_train_steps: float, seed: float, device: str, grid: str | None = None,
     reference_grids: list[str] | None = None, search_hidden: str = "", search_train_steps: str = "",
 ) -> IncConfig:  # fmt: skip
-    """The library config of the tab's controls (models with a training length take `train_steps`; `grid`
-    and `reference_grids` left out take the domain's)."""
+    """The library config of the tab's controls (models with a training length take `train_steps`). `grid`
+    `""` or None is the domain's; with it and no reference ticked, the references are the domain's too."""
+    refs = tuple(g for g in reference_grids or () if g != grid)
     return IncConfig(
         grid=grid or None,
-        reference_grids=tuple(g for g in reference_grids if g != grid) if reference_grids is not None else None,
+        reference_grids=None if not grid and not refs else refs,
         model=model,
         train_steps=int(train_steps) if _trains(model) and train_steps is not None else None,
         steps=parse_steps("K (base sampler steps)", steps),
@@ -172,8 +182,11 @@ class IncHandlers:
             steps = sum(config.search_train_steps) or config.correction_train_steps
             self.limits.check("correction_train_steps", widths * steps, "--search-* (training steps of all candidates)")
         self.limits.check("num_inference_steps", max(config.steps), "--steps")
-        runs = len(config.steps) * len(config.correction_steps)
-        self.limits.check("correction_runs", runs, "--steps x --correction-steps (count)")
+        widest = max(config.search_hidden or (config.correction_hidden,))
+        self.limits.check("correction_width", widest, "--search-hidden")
+        references = config.resolved(MODELS[config.model].domain).reference_grids or ()
+        runs = len(config.steps) * (len(config.correction_steps) + len(references))
+        self.limits.check("correction_runs", runs, "--steps x (--correction-steps + --reference-grids) (count)")
 
     def outputs(self, result: IncResult, seconds: float, out: Any) -> tuple[Any, ...]:
         """Everything the tab shows of a finished run; its files are written into `out` (the session's)."""
@@ -220,7 +233,7 @@ def model_changed(model: str) -> tuple[Any, ...]:
         d["steps"],
         d["correction_steps"],
         d["invert"],
-        d["grid"],
+        gr.update(choices=grid_choices(model), value=d["grid"]),
         d["reference_grids"],
     )
 
@@ -242,7 +255,7 @@ def build_tab(ctx: TabContext) -> None:
             correction_steps = control(
                 "correction_steps", IncConfig, value=d["correction_steps"], elem_id="inc-correction-steps"
             )
-            grid = control("grid", IncConfig, value=d["grid"], elem_id="inc-grid")
+            grid = control("grid", IncConfig, choices=grid_choices(first), value=d["grid"], elem_id="inc-grid")
             reference_grids = control(
                 "reference_grids", IncConfig, value=d["reference_grids"], elem_id="inc-reference-grids"
             )

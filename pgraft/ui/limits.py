@@ -33,8 +33,11 @@ class Limits:
     correction_samples: int = 20000
     """Samples scored per sampler (inverse noise correction)."""
     correction_train_steps: int = 10000
+    correction_width: int = 256
+    """Width of a correction MLP (a training step costs about its square)."""
     correction_runs: int = 12
-    """Base step counts × correction step counts of one inverse-noise-correction request."""
+    """Samplers scored by one inverse-noise-correction request beyond the base line: base step counts ×
+    (correction step counts + reference grids)."""
     trials: int = 32
     """Trials of one scout (each also within the budgets above: the top of every searched range)."""
 

@@ -172,9 +172,11 @@ DOMAIN = Domain(
     inc=IncSupport(
         quality=_quality,
         # On the linear grid most real digits have no preimage under the step sigma 0.144 -> 0.001 (least squares
-        # levels off at 0.006-0.036): at 1e-4, 72 % (K = 8) and 89 % (K = 16) were dropped. The karras grid ends
-        # with short steps, and at 1e-4 it drops 0.2 % at K = 8 and none at K = 16 (README, "Inverse noise correction").
+        # levels off at 0.006-0.036): at 1e-4, 72 % (K = 8) and 89 % (K = 16) were dropped, so that grid keeps
+        # 1e-2, a twelfth of the digits' grey-level step. The karras grid ends with short steps, and at 1e-4 it
+        # drops 0.2 % at K = 8 and none at K = 16 (README, "Inverse noise correction").
         tol=1e-4,
+        tol_by_grid={"linear": 1e-2},
         max_iter=400,
         grid="karras",
         samples_figure=_base_vs_corrected,
