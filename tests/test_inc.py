@@ -588,3 +588,14 @@ def test_the_quality_plot_labels_its_axes_and_draws_a_dotted_line_per_reference_
     names = [t.name for t in fig.data]
     assert names == ["base flow", "base flow, linear grid", "base + correction, m=2"]
     assert fig.data[1].line.dash == "dot" and list(fig.data[1].y) == [5.0, 2.5]
+
+
+def test_the_toy_log_likelihood_comes_with_the_standard_error_of_its_mean(learned_flow: DiffusionModel) -> None:
+    """`loglik_se` is std/sqrt(n) of the per-sample log-density, so the toy's gains get bands as digits' do."""
+    quality = ToyQuality(learned_flow, 0)
+    x = quality.real_data(4000)
+    logp = quality.mixture.log_prob(x.double())
+    scored = quality.score(x)
+    assert scored["loglik_se"] == pytest.approx(float(logp.std()) / math.sqrt(4000))
+    halves = [quality.score(x[:1000])["loglik"], quality.score(x[1000:2000])["loglik"]]
+    assert abs(halves[0] - halves[1]) < 4 * math.sqrt(2) * quality.score(x[:1000])["loglik_se"]

@@ -1,7 +1,7 @@
 """How good a toy flow's samples are, for inverse noise correction (docs/method.md §4.5): the exact mean
-log-likelihood under the true mixture (`loglik`, higher is better) and the unbiased MMD² to fresh mixture
-samples (`mmd`, lower is better; a sum of Gaussian kernels at 1/16 … 1 times the reference's median distance,
-fixed once so every row of a table is scored with the same kernel)."""
+log-likelihood under the true mixture (`loglik`, higher is better, with its standard error `loglik_se`) and the
+unbiased MMD² to fresh mixture samples (`mmd`, lower is better; a sum of Gaussian kernels at 1/16 … 1 times the
+reference's median distance, fixed once so every row of a table is scored with the same kernel)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,12 @@ class ToyQuality:
         return self.mixture.sample(n, gen).float()
 
     def score(self, samples: torch.Tensor) -> dict[str, float]:
+        """`loglik` with `loglik_se`, the standard error of the mean over the samples (the tables' gains are
+        judged against it), and `mmd`."""
         x = samples.double()
+        logp = self.mixture.log_prob(x)
         return {
-            "loglik": float(self.mixture.log_prob(x).mean()),
+            "loglik": float(logp.mean()),
+            "loglik_se": float(logp.std() / len(logp) ** 0.5) if len(logp) > 1 else float("nan"),
             "mmd": mmd2_unbiased(x[:MMD_POINTS], self.reference, self.bandwidths),
         }
