@@ -25,16 +25,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def choose(page: Page, elem_id: str, option: str) -> None:
@@ -55,6 +45,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from pgraft.ui.app import build_demo, launch
+    from tests.chromium import CHROMIUM_FLAGS  # the browser tests' flags
 
     demo = build_demo(device="cpu", sessions_root=Path(tempfile.mkdtemp(prefix="pgraft-shot-")))
     _, url, _ = launch(demo, prevent_thread_lock=True, quiet=True)

@@ -32,16 +32,6 @@ def _seed():
 
 # --- the browser tests (`-m e2e`): one Chromium for the session, one app per module ---------------------------
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOAST_ERRORS = "() => [...document.querySelectorAll('.toast-body')].map(t => t.innerText).filter(t => /Error/.test(t))"
 """The texts of the error toasts on a page (Gradio's `gr.Error` and failed events)."""
 
@@ -56,6 +46,8 @@ def chromium():
     if path is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
     sync_api = pytest.importorskip("playwright.sync_api")
+    from chromium import CHROMIUM_FLAGS  # tests/chromium.py, shared with scripts/screenshot.py
+
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS)
         yield browser
