@@ -95,12 +95,17 @@ def flow_grid(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The sampler's `timesteps (K,)` and `sigmas (K + 1,)`, exactly as the diffusers scheduler sets them on
     `grid` (`core.process.FLOW_GRIDS`)."""
+    scheduler = _flow_process(model).make_scheduler(num_inference_steps, grid=grid)
+    return scheduler.timesteps.clone(), scheduler.sigmas.clone()
+
+
+def _flow_process(model: DiffusionAdapter) -> FlowProcess:
+    """The model's rectified-flow process (`ValueError` naming `--model` for any other)."""
     if not isinstance(model.process, FlowProcess):
         raise ValueError(
             f"--model: {model.name!r} is not a flow model; inverse noise correction needs a rectified flow"
         )
-    scheduler = model.process.make_scheduler(num_inference_steps, grid=grid)
-    return scheduler.timesteps.clone(), scheduler.sigmas.clone()
+    return model.process
 
 
 def _rows(cond: Cond | torch.Tensor | None, index: torch.Tensor | slice, device: torch.device) -> Any:
@@ -119,9 +124,7 @@ def euler_sample(
     """`G(z)`: the flow model's discrete Euler sampler from given noises (the loop of `sampling.sample_iter`)
     on `grid`; `cond`: row-aligned conditioning of a prompted model (a pipeline's `Cond`, a class-label
     tensor)."""
-    process = model.process
-    if not isinstance(process, FlowProcess):
-        raise ValueError(f"--model: {model.name!r} is not a flow model; the Euler sampler G needs a rectified flow")
+    process = _flow_process(model)
     device = model.device
     out = torch.empty_like(z, dtype=torch.float32, device="cpu")
     size = batch_size or model.sampling_batch_size

@@ -134,20 +134,15 @@ def run_inc_iter(
     )
     eval_seeds = sample_seeds(config.seed, EVAL_STREAM, config.samples)
     preview_seeds = sample_seeds(config.seed, PREVIEW_STREAM, config.preview)
-    grid = config.grid
-    assert grid is not None  # `IncConfig.resolved`
+    grid = config.inversion_options()[2]
     try:
-        for i, k in enumerate(config.steps):
-            result.rows.append(_row(result, quality, k, 0, corrected_sample(model, eval_seeds, k, grid=grid)))
-            result.previews[(k, 0)] = corrected_sample(model, preview_seeds, k, grid=grid)
-            yield Progress("sampling the base flow", i + 1, len(config.steps), scope=(("K", k),))
-            if should_stop():
-                raise Stopped
-        for ref in config.reference_grids or ():
+        for g in (grid, *(config.reference_grids or ())):  # the run's grid, then the reference rows' grids
+            stage = "sampling the base flow" + ("" if g == grid else f" on the {g} grid")
             for i, k in enumerate(config.steps):
-                samples = corrected_sample(model, eval_seeds, k, grid=ref)
-                result.rows.append(_row(result, quality, k, 0, samples, grid=ref))
-                yield Progress(f"sampling the base flow on the {ref} grid", i + 1, len(config.steps), scope=(("K", k),))
+                result.rows.append(_row(result, quality, k, 0, corrected_sample(model, eval_seeds, k, grid=g), g))
+                if g == grid:
+                    result.previews[(k, 0)] = corrected_sample(model, preview_seeds, k, grid=g)
+                yield Progress(stage, i + 1, len(config.steps), scope=(("K", k),))
                 if should_stop():
                     raise Stopped
         data = quality.real_data(config.invert)
@@ -170,8 +165,7 @@ def _correct_at(
 ) -> Generator[IncEvent, None, None]:
     """Invert at K steps, diagnose, train the correction, score and preview every correction step count."""
     config = result.config
-    tol, max_iter, grid = config.tol, config.max_iter, config.grid
-    assert tol is not None and max_iter is not None and grid is not None  # `IncConfig.resolved`
+    tol, max_iter, grid = config.inversion_options()
     stage = f"inverting {len(data)} real samples"
     try:
         inversion: Inversion = yield from relay(
