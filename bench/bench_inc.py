@@ -42,8 +42,7 @@ def pick_model(requested: str, weights: Path | None) -> tuple[IncConfig, Diffusi
 def time_parts(config: IncConfig, model: DiffusionModel, k: int, n: int) -> None:
     data = make_quality(model, config.seed).real_data(n)
     t0 = time.perf_counter()
-    resolved = config.resolved(model.domain)
-    tol, max_iter, grid = float(resolved.tol or 0), int(resolved.max_iter or 0), str(resolved.grid)
+    tol, max_iter, grid = config.resolved(model.domain).inversion_options()
     inv = invert(model, data, k, tol=tol, max_iter=max_iter, on_failure="drop", grid=grid)
     t_inv = time.perf_counter() - t0
     gen = train_correction_iter(inv.kept, config.correction_config())

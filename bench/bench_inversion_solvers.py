@@ -38,7 +38,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_flow_model(IncConfig(model=args.model))
     config = IncConfig(model=args.model, tol=args.tol).resolved(model.domain)
-    tol, max_iter = float(config.tol or 0), int(config.max_iter or 0)
+    tol, max_iter, _grid = config.inversion_options()
     data = make_quality(model, config.seed).real_data(args.samples)
     print(f"# {args.model}: {len(data)} real samples, tol {tol:g}, max-iter {max_iter}, {args.threads} threads")
     header = f"{'grid':>12} {'solver':>12} {'K':>4} {'seconds':>9} {'evals/sample':>13} {'dropped':>8} {'residual':>10}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from pgraft.core.process import FLOW_GRIDS
 from pgraft.inc.correction import CorrectionConfig
 
 ON_FAILURE = ("drop", "raise")
@@ -68,7 +69,7 @@ class IncConfig:
             "ui": {
                 "widget": "dropdown",
                 "label": "Sampler grid",
-                "choices": ["linear", "karras", "exponential"],
+                "choices": list(FLOW_GRIDS),
                 "info": "linear: the usual grid; its long last step has no preimage for most real digits at a tight "
                 "tolerance. karras / exponential: short last steps, where almost every digit inverts at K >= 8, "
                 "but the base sampler is weaker at small K.",
@@ -84,7 +85,7 @@ class IncConfig:
             "ui": {
                 "widget": "checkboxes",
                 "label": "Also score the base sampler on",
-                "choices": ["linear", "karras", "exponential"],
+                "choices": list(FLOW_GRIDS),
             },
         },
     )
@@ -200,8 +201,6 @@ class IncConfig:
             _ints("--search-hidden", self.search_hidden, 4, 4096)
         if self.search_train_steps:
             _ints("--search-train-steps", self.search_train_steps, 1, 10**6)
-        from pgraft.core.process import FLOW_GRIDS
-
         grids = ", ".join(FLOW_GRIDS)
         if self.grid is not None and self.grid not in FLOW_GRIDS:
             raise ValueError(f"--grid: {self.grid!r} is invalid; allowed: {grids}")
@@ -267,6 +266,12 @@ class IncConfig:
             grid=grid,
             reference_grids=tuple(g for g in refs if g != grid),  # the domain's grid named as a reference: its rows
         )
+
+    def inversion_options(self) -> tuple[float, int, str]:
+        """`(tol, max_iter, grid)` of a `resolved` config (`ValueError` if it was not resolved)."""
+        if self.tol is None or self.max_iter is None or self.grid is None:
+            raise ValueError("IncConfig.inversion_options: resolve the config first (IncConfig.resolved(domain))")
+        return self.tol, self.max_iter, self.grid
 
     def correction_config(self) -> CorrectionConfig:
         return CorrectionConfig(

@@ -87,7 +87,7 @@ def verdict(table: pd.DataFrame, primary: str) -> str:
         f"against the best base sampler at the same K: {better} ({gain('gain_vs_same_k')})"
     )
     own = row.get("gain_vs_own_grid")
-    text += f"; against its own grid's base: {gain('gain_vs_own_grid')}." if own is not None and own == own else "."
+    text += f"; against its own grid's base: {gain('gain_vs_own_grid')}." if pd.notna(own) else "."
     if not np.isnan(row["gain_at_equal_flops"]):  # a richer base exists
         text += (
             f" Against the cheapest base with at least its FLOPs (K={row['base_steps_at_equal_flops']}, "

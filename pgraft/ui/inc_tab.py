@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from pgraft.core.events import Notice, Progress, drain
+from pgraft.domains.base import IncSupport
 from pgraft.inc.config import IncConfig
 from pgraft.inc.report import diagnostics_table, figures, write_outputs
 from pgraft.inc.run import IncResult, run_inc_iter
@@ -29,11 +30,16 @@ FALLBACK: dict[str, Any] = {"steps": "8, 16, 32", "correction_steps": "1, 2, 4",
 """Starting values for a flow model whose domain gives none."""
 
 
+def _support(model: str | None) -> IncSupport | None:
+    """The inverse-noise-correction support of the model's domain (None for an unknown model)."""
+    return DOMAINS[MODELS[model].domain].inc if model in MODELS else None
+
+
 def model_defaults(model: str) -> dict[str, Any]:
     """The tab's starting values for a flow model: its domain's (`IncSupport.app_defaults`), else `FALLBACK`;
     the grid starts at "the model's default" (`""`) with no reference ticked, which a run reads as the domain's
     grid and references (`make_config`)."""
-    support = DOMAINS[MODELS[model].domain].inc if model in MODELS else None
+    support = _support(model)
     values = dict(support.app_defaults.get(model, {})) if support is not None else {}
     return {**FALLBACK, "grid": "", "reference_grids": [], **values}
 
@@ -43,7 +49,7 @@ def grid_choices(model: str | None) -> list[Any]:
     library resolves it, so an API call that leaves the grid out gets the same), then every grid."""
     from pgraft.core.process import FLOW_GRIDS
 
-    support = DOMAINS[MODELS[model].domain].inc if model in MODELS else None
+    support = _support(model)
     default = support.grid if support is not None else "linear"
     extra = "" if default == "linear" else ", with the linear base beside it"
     return [(f"the model's default: {default}{extra}", ""), *FLOW_GRIDS]
@@ -108,7 +114,7 @@ def make_config(
 
 
 def _preview(model: str) -> int:
-    support = DOMAINS[MODELS[model].domain].inc if model in MODELS else None
+    support = _support(model)
     return support.preview if support is not None else 32
 
 
