@@ -1,5 +1,8 @@
 """How pgraft drives a real browser: Debian's Chromium through Playwright (never `playwright install`, which
-downloads a browser). Constants only, shared by the browser tests (`conftest.py`) and `scripts/screenshot.py`."""
+downloads a browser). Shared by the browser tests (`conftest.py`, the test modules) and `scripts/screenshot.py`;
+nothing here imports Playwright."""
+
+from typing import Any
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -11,3 +14,11 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def type_into(page: Any, elem_id: str, text: str) -> None:
+    """Type `text` into the Gradio text box or number box with this `elem_id`, then leave it (Tab), so that its
+    change event fires."""
+    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    box.fill(text)
+    box.press("Tab")

@@ -3,22 +3,17 @@ the karras grid with the linear grid beside it fills the table with both base sa
 and shows no error. A screenshot is left in the test's folder."""
 
 import pytest
+from chromium import type_into
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _type(page, elem_id: str, text: str) -> None:
-    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
-    box.fill(text)
-    box.press("Tab")
 
 
 def test_a_karras_run_scores_the_linear_base_beside_it(app_page, toast_errors, tmp_path):
     page = app_page()
     page.get_by_role("tab", name="Inverse noise correction").click()
     page.wait_for_selector("#inc-run", state="visible", timeout=30_000)
-    _type(page, "inc-steps", "8")
-    _type(page, "inc-correction-steps", "1")
+    type_into(page, "inc-steps", "8")
+    type_into(page, "inc-correction-steps", "1")
     page.locator("#inc-grid input").click()
     page.get_by_role("option", name="karras").click()
     page.locator("#inc-reference-grids").get_by_label("linear").check()

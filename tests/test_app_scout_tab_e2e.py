@@ -3,6 +3,7 @@ trials into the table and the Pareto plot, "Use this trial" switches to the Roun
 settings, and "Export full run" shows the accelerate command. A screenshot is left in the test's folder."""
 
 import pytest
+from chromium import type_into
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -15,20 +16,14 @@ def page(app_page):
     page.close()
 
 
-def _type(page, elem_id: str, text: str) -> None:
-    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
-    box.fill(text)
-    box.press("Tab")
-
-
 def test_a_two_trial_scout_fills_the_table_and_the_plot(page, tmp_path, toast_errors):
     page.locator("#rounds input[type=number]").fill("1")  # the trials' base is the Rounds tab: one round each
     page.locator("#rounds input[type=number]").press("Enter")
     page.get_by_role("tab", name="Scout").click()
     assert "model toy2d" in page.locator("#scout-studies").inner_text()
-    _type(page, "scout-trials", "2")
-    _type(page, "scout-range-samples", "256:512:256")  # the preview is 256
-    _type(page, "scout-range-finetune-steps", "10:20")
+    type_into(page, "scout-trials", "2")
+    type_into(page, "scout-range-samples", "256:512:256")  # the preview is 256
+    type_into(page, "scout-range-finetune-steps", "10:20")
     page.click("#scout-run")
     page.wait_for_function("() => /Done/.test(document.querySelector('#scout-status').innerText)", timeout=300_000)
     page.wait_for_timeout(800)
