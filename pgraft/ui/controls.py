@@ -150,9 +150,8 @@ def parse_reward_args(reward: str, text: str | None, model: str | None = None) -
     Only the reward's own parameters are accepted; values are numbers, true/false, plain words, or for the
     reward's `notations` a SMILES or SMARTS.
     """
-    params = reward_params(reward, model)
-    spec = reward_spec(reward, get_model_spec(model).domain) if model is not None else REWARDS.get(reward)
-    notations = spec.notations if spec is not None else ()
+    spec = _spec_of(reward, model)
+    params, notations = (dict(spec.params), spec.notations) if spec is not None else ({}, ())
     out: dict[str, Any] = {}
     for item in _SPLIT.split(text or ""):
         if not item.strip():
@@ -194,8 +193,13 @@ def _typed(key: str, raw: str, default: Any, notation: bool = False) -> Any:
 def reward_params(reward: str, model: str | None = None) -> dict[str, Any]:
     """The declared arguments of a reward (of the model's domain, when given) and their defaults ({} for an
     unknown name)."""
-    spec = reward_spec(reward, get_model_spec(model).domain) if model is not None else REWARDS.get(reward)
+    spec = _spec_of(reward, model)
     return dict(spec.params) if spec is not None else {}
+
+
+def _spec_of(reward: str, model: str | None) -> Any:
+    """The reward's spec (of the model's domain, when given), or None for an unknown name."""
+    return reward_spec(reward, get_model_spec(model).domain) if model is not None else REWARDS.get(reward)
 
 
 def format_reward_args(reward: str) -> str:
